@@ -65,7 +65,7 @@ unit: $(UNIT_BIN)
 	@tests/unit/run.sh $(UNIT_BIN)
 
 integration: all
-	python3 -m pytest -q tests/integration
+	/usr/bin/python3 -m pytest -q tests/integration
 
 # The whole test suite: unit tests, then integration tests against a real daemon.
 test: all $(UNIT_BIN)
@@ -80,6 +80,8 @@ install-deps:
 
 bench: all
 	bench/run.sh
+bench-quick: all
+	bench/run.sh --quick
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')

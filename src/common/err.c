@@ -44,13 +44,15 @@ int sbx_error_wrap(sbx_err_t *err, const char *fmt, ...)
 {
     if (!err)
         return -1;
-    char prefix[512];
-    char old[sizeof err->msg];
+    char prefix[256];
+    char old[sizeof err->msg - sizeof prefix - 2];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
+    size_t keep = strnlen(err->msg, sizeof old - 1);
+    memcpy(old, err->msg, keep);
+    old[keep] = '\0';
     snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
     if (err->kind == SBX_E_NONE)
         err->kind = SBX_E_INTERNAL;

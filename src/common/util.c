@@ -1,4 +1,3 @@
-#define _GNU_SOURCE
 #include "common/util.h"
 
 #include <dirent.h>
@@ -193,19 +192,19 @@ int sbx_mkdir_p(const char *path, mode_t mode, sbx_err_t *err)
     return 0;
 }
 
-static int rm_rf_at(int dirfd, const char *name, dev_t dev, sbx_err_t *err)
+static int rm_rf_at(int parent, const char *name, dev_t dev, sbx_err_t *err)
 {
     struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : sbx_error(err, errno, "stat `%s`", name);
     if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+        if (unlinkat(parent, name, 0) < 0 && errno != ENOENT)
             return sbx_error(err, errno, "unlink `%s`", name);
         return 0;
     }
     if (st.st_dev != dev)
         return sbx_fail(err, SBX_E_INTERNAL, NULL, "refusing to remove `%s`: another filesystem is mounted there", name);
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return sbx_error(err, errno, "open `%s`", name);
     DIR *d = fdopendir(fd);
@@ -224,7 +223,7 @@ static int rm_rf_at(int dirfd, const char *name, dev_t dev, sbx_err_t *err)
         }
     }
     closedir(d);
-    if (rc == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return sbx_error(err, errno, "rmdir `%s`", name);
     return rc;
 }

@@ -1,0 +1,191 @@
+"""sandboxd benchmark harness.
+
+Measures, for a busybox image on this machine:
+  - create -> exec `true` -> delete through the HTTP API (p50/p90/p99)
+  - exec round trip of `true` on a live sandbox (p50/p99)
+and, in alternation with them so machine drift cancels out, the peers that exist here:
+  - bubblewrap one-shot `true` over the same rootfs (`bwrap --unshare-all ... true`)
+  - a plain fork+exec of `true` on the host (the process floor)
+Results: a table on stdout, raw samples in bench/results/<date>.json, docs/benchmarks.md.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from conftest import Daemon, make_busybox_rootfs  # noqa: E402
+
+
+def pct(samples, p):
+    s = sorted(samples)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+class Client:
+    """One keep-alive HTTP connection, as an SDK would hold."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body) if body is not None else None
+        self.conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        raw = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: {r.status} {raw[:200]!r}")
+        return json.loads(raw)
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="few rounds: a smoke test of every scenario")
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    rounds = 20 if args.quick else args.rounds
+
+    tmp = tempfile.mkdtemp(prefix="sandboxd-bench-")
+    rootfs = make_busybox_rootfs(os.path.join(tmp, "rootfs"))
+    d = Daemon(rootfs, config={"max_concurrent_sandboxes": 64}).start()
+    bwrap = shutil.which("bwrap")
+    true_bin = shutil.which("true")
+    samples = {"lifecycle": [], "exec": [], "bwrap": [], "fork_exec": []}
+    try:
+        c = Client(d.port)
+        # Warm up: first create maps the image, first exec faults the agent in.
+        sid = c.call("POST", "/sandbox/sandboxes", {"image": "busybox"})["id"]
+        c.call("POST", f"/sandbox/sandboxes/{sid}/exec", {"cmd": "true"})
+        c.call("DELETE", f"/sandbox/sandboxes/{sid}")
+
+        live = c.call("POST", "/sandbox/sandboxes", {"image": "busybox"})["id"]
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            sid = c.call("POST", "/sandbox/sandboxes", {"image": "busybox"})["id"]
+            r = c.call("POST", f"/sandbox/sandboxes/{sid}/exec", {"cmd": "true"})
+            c.call("DELETE", f"/sandbox/sandboxes/{sid}")
+            samples["lifecycle"].append((time.perf_counter() - t0) * 1000)
+            assert r["exit_code"] == 0
+
+            for _ in range(5):
+                t0 = time.perf_counter()
+                c.call("POST", f"/sandbox/sandboxes/{live}/exec", {"cmd": "true"})
+                samples["exec"].append((time.perf_counter() - t0) * 1000)
+
+            if bwrap:
+                t0 = time.perf_counter()
+                subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", rootfs, "/",
+                                "--proc", "/proc", "--dev", "/dev", "/bin/true"], check=True)
+                samples["bwrap"].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            subprocess.run([true_bin], check=True)
+            samples["fork_exec"].append((time.perf_counter() - t0) * 1000)
+        c.call("DELETE", f"/sandbox/sandboxes/{live}")
+        rss_kb = 0
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    rss_kb = int(line.split()[1])
+    finally:
+        d.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    m = machine()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = []
+
+    def row(name, key, peer=None):
+        s = samples[key]
+        if not s:
+            return
+        line = {"scenario": name, "n": len(s), "p50": pct(s, 50), "p90": pct(s, 90), "p99": pct(s, 99)}
+        if peer and samples.get(peer):
+            line["ratio"] = f"{pct(s, 50) / pct(samples[peer], 50):.2f}x {peer} p50"
+        rows.append(line)
+
+    row("sandboxd create -> exec true -> delete (HTTP)", "lifecycle", "bwrap" if bwrap else "fork_exec")
+    row("sandboxd exec true round trip (HTTP)", "exec", "fork_exec")
+    row("bwrap --unshare-all one-shot true", "bwrap")
+    row("host fork+exec true (subprocess)", "fork_exec")
+
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB, Linux {m['kernel']}")
+    print(f"{'scenario':<48} {'n':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}  ratio")
+    for r in rows:
+        print(f"{r['scenario']:<48} {r['n']:>5} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f}  {r.get('ratio', '')}")
+    print(f"daemon RSS after the run: {rss_kb / 1024:.1f} MiB")
+
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    out = os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
+    with open(out, "w") as f:
+        json.dump({"machine": m, "date": date, "samples_ms": samples, "daemon_rss_kb": rss_kb}, f)
+    print(f"raw samples: {out}")
+    missing = [k for k in ("lifecycle", "exec", "fork_exec") if not samples[k]]
+    if missing:
+        print(f"scenarios without numbers: {missing}", file=sys.stderr)
+        return 1
+    if args.quick or args.no_docs:
+        return 0
+
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (bench/bench.py). Each sandboxd figure is measured in the same",
+        "run as its peer, round by round in alternation, so machine drift affects both alike.",
+        "",
+        f"- Date: {date}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB RAM, Linux {m['kernel']}",
+        f"- Image: busybox rootfs (static busybox, 2 MB); client: one keep-alive HTTP connection",
+        "",
+        "| scenario | n | p50 ms | p90 ms | p99 ms | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['n']} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | "
+                     f"{r.get('ratio', '')} |")
+    lines += ["", f"Daemon RSS after the run: {rss_kb / 1024:.1f} MiB.", ""]
+    with open(os.path.join(ROOT, "docs", "benchmarks.md.new"), "w") as f:
+        f.write("\n".join(lines))
+    notes = os.path.join(ROOT, "docs", "benchmarks-notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f, open(os.path.join(ROOT, "docs", "benchmarks.md.new"), "a") as g:
+            g.write(f.read())
+    os.replace(os.path.join(ROOT, "docs", "benchmarks.md.new"), os.path.join(ROOT, "docs", "benchmarks.md"))
+    print("wrote docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+#include "cli/http.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+void sbx_http_global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    buf_t *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->data = xrealloc(b->data, b->cap);
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+/* libcurl calls this at least once a second, and sooner when a signal interrupts its
+ * poll(), which bounds how long an interrupted request lingers. */
+static int on_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+    const sbx_http_t *c = ud;
+    return c->cancel && c->cancel_after > 0 && *c->cancel >= c->cancel_after;
+}
+
+static struct curl_slist *make_headers(const sbx_http_t *c)
+{
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Accept: application/json");
+    /* Large exec bodies (stdin) would otherwise wait a round trip for 100-continue. */
+    h = curl_slist_append(h, "Expect:");
+    if (c->token && *c->token) {
+        _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", c->token);
+        h = curl_slist_append(h, auth);
+    }
+    return h;
+}
+
+static int is_unreachable(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT;
+}
+
+int sbx_http_request(const sbx_http_t *c, const char *method, const char *path, json_t *body,
+                     sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    resp->status = 0;
+    resp->body = NULL;
+    CURL *h = curl_easy_init();
+    if (!h)
+        return sbx_fail(err, SBX_E_INTERNAL, NULL, "cannot initialise libcurl"), SBX_HTTP_ENET;
+    _cleanup_free_ char *url = xasprintf("%s%s", c->base_url, path);
+    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct curl_slist *headers = make_headers(c);
+    buf_t out = {0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "sandbox/" SBX_CLI_VERSION);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c);
+    if (payload) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
+    }
+
+    CURLcode rc = curl_easy_perform(h);
+    int ret = 0;
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+        sbx_fail(err, SBX_E_TIMEOUT, NULL, "interrupted");
+        ret = SBX_HTTP_ECANCEL;
+    } else if (rc != CURLE_OK) {
+        const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+        if (is_unreachable(rc))
+            sbx_fail(err, SBX_E_UNAVAILABLE, NULL,
+                     "cannot reach sandboxd at %s: %s (is it running? start it with `sudo build/sandboxd`)",
+                     c->base_url, why);
+        else
+            sbx_fail(err, SBX_E_UNAVAILABLE, NULL, "lost the connection to sandboxd at %s: %s", c->base_url,
+                     why);
+        ret = SBX_HTTP_ENET;
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+        if (out.len) {
+            json_error_t jerr;
+            /* Exec output may legitimately contain NUL bytes. */
+            resp->body = json_loadb(out.data, out.len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
+        }
+    }
+    free(out.data);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(h);
+    return ret;
+}
+
+void sbx_http_resp_release(sbx_http_resp_t *resp)
+{
+    json_decref(resp->body);
+    resp->body = NULL;
+}
+
+char *sbx_http_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = xmalloc(n * 3 + 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+            *p == '_' || *p == '.' || *p == '~') {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static const char *str_field(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s && *s ? s : NULL;
+}
+
+void sbx_http_error_info(json_t *body, long status, char *msgbuf, size_t msglen, const char **code)
+{
+    const char *msg = NULL;
+    *code = NULL;
+    if (json_is_object(body)) {
+        json_t *nested = json_object_get(body, "error");
+        msg = str_field(body, "message");
+        if (!msg)
+            msg = str_field(body, "error");
+        *code = str_field(body, "code");
+        if (json_is_object(nested)) {
+            if (!msg)
+                msg = str_field(nested, "message");
+            if (!*code)
+                *code = str_field(nested, "code");
+        }
+    }
+    if (!*code)
+        *code = "";
+    if (msg)
+        snprintf(msgbuf, msglen, "%s", msg);
+    else
+        snprintf(msgbuf, msglen, "sandboxd answered HTTP %ld", status);
+}

@@ -1,0 +1,41 @@
+/* State shared by the core's own files (sandbox.c, exec.c); not part of its contract. */
+#ifndef SBX_CORE_INTERNAL_H
+#define SBX_CORE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "core/core.h"
+
+/* The runtime side of a running sandbox.  Guarded by core->mu. */
+typedef struct live {
+    char id[40];
+    sbx_sandbox_rt_t rt;
+    char **env;         /* create-time environment, NULL-terminated "K=V" */
+    size_t n_env;
+    char *workdir;
+    int inflight;       /* execs in progress */
+    bool stopping;      /* a stop is tearing it down */
+    struct live *next;
+} live_t;
+
+struct sbx_core {
+    const sbx_config_t *cfg;
+    sbx_store_t *store;
+    sbx_image_store_t *images;
+    const sbx_backend_t *be;
+    pthread_mutex_t mu;
+    pthread_cond_t reaper_cv;
+    pthread_t reaper;
+    bool reaper_started;
+    bool shutting_down;
+    live_t *live;
+    int64_t started_ms;
+};
+
+live_t *core_find_live(sbx_core_t *core, const char *id);
+/* The complete environment of an exec: base + create-time + the exec's own entries. */
+char **core_merge_env(const live_t *l, char **extra, size_t n_extra);
+void core_strv_free(char **v);
+void core_mark_failed(sbx_core_t *core, const char *id, const char *reason);
+
+#endif

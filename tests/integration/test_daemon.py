@@ -1,0 +1,189 @@
+"""The daemon as a process: settings, start-up errors, shutdown, restart and recovery."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import SANDBOXD, Daemon, host_leftovers
+
+
+def run_sandboxd(args, env=None, timeout=10):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    e.update(env or {})
+    return subprocess.run([SANDBOXD, *args], capture_output=True, text=True, timeout=timeout, env=e,
+                          stdin=subprocess.DEVNULL)
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_help_and_version():
+    r = run_sandboxd(["--help"])
+    assert r.returncode == 0 and "--state-dir" in r.stdout and "III_AUTH_TOKEN" in r.stdout
+    r = run_sandboxd(["--version"])
+    assert r.returncode == 0 and r.stdout.startswith("sandboxd ")
+
+
+def test_bad_settings_stop_startup(tmp_path):
+    state = str(tmp_path / "state")
+    cases = [
+        ("unknown_key: 1\n", "unknown_key"),
+        ("max_concurrent_sandboxes: lots\n", "max_concurrent_sandboxes"),
+        ("custom_images:\n  python: /srv/evil\n", "python"),
+        ("image_allowlist: python\n", "image_allowlist"),
+        ("auto_install: [\n", "config"),
+    ]
+    for text, needle in cases:
+        cfg = write(tmp_path, "c.yaml", text)
+        r = run_sandboxd(["--config", cfg, "--state-dir", state, "--listen", "127.0.0.1:1"])
+        assert r.returncode != 0, text
+        assert needle in r.stderr, (text, r.stderr)
+    r = run_sandboxd(["--state-dir", state], env={"III_MAX_SANDBOXES": "many"})
+    assert r.returncode != 0 and "III_MAX_SANDBOXES" in r.stderr
+    r = run_sandboxd(["--no-such-flag"])
+    assert r.returncode != 0 and "--no-such-flag" in r.stderr
+    r = run_sandboxd(["--config", str(tmp_path / "missing.yaml"), "--state-dir", state])
+    assert r.returncode != 0 and "missing.yaml" in r.stderr
+
+
+def test_engine_workers_block_is_accepted(busybox_rootfs, tmp_path):
+    d = Daemon(busybox_rootfs)
+    with open(d.config_path, "w") as f:
+        f.write("workers:\n  - name: iii-sandbox\n    config:\n      image_allowlist: [busybox]\n"
+                f"      custom_images:\n        busybox: {busybox_rootfs}\n      max_concurrent_sandboxes: 3\n")
+    try:
+        d.start()
+        sid = d.create()
+        assert d.exec(sid, "echo hi").json["stdout"] == "hi\n"
+        r = d.request("POST", "/sandbox/sandboxes", {"image": "python"})
+        assert r.status == 403 and r.json["code"] == "S100"
+    finally:
+        d.cleanup()
+
+
+def test_empty_allowlist_denies_everything(make_daemon):
+    d = make_daemon(config={"image_allowlist": []}).start()
+    r = d.request("POST", "/sandbox/sandboxes", {"image": "busybox"})
+    assert r.status == 403 and r.json["code"] == "S100"
+
+
+def test_allowed_images_env_filters_too(make_daemon):
+    d = make_daemon(env={"III_ALLOWED_IMAGES": "py*,node"}).start()
+    r = d.request("POST", "/sandbox/sandboxes", {"image": "busybox"})
+    assert r.status == 403 and r.json["code"] == "S100"
+
+
+def test_auto_install_off_is_s101_with_command(make_daemon):
+    d = make_daemon(config={"auto_install": False}).start()
+    r = d.request("POST", "/sandbox/sandboxes", {"image": "python"})
+    assert r.status == 503 and r.json["code"] == "S101", r
+    assert "sandboxd build-image python" in r.json["error"]
+    assert d.request("GET", "/sandbox/sandboxes").json["total"] == 0
+
+
+def test_missing_custom_rootfs_is_s101(make_daemon, tmp_path):
+    d = make_daemon(config={"custom_images": {"busybox": str(tmp_path / "nope")}}).start()
+    r = d.request("POST", "/sandbox/sandboxes", {"image": "busybox"})
+    assert r.json["code"] == "S101", r
+
+
+def test_second_daemon_on_same_state_dir_refused(daemon):
+    r = run_sandboxd(["--state-dir", daemon.state_dir, "--listen", "127.0.0.1:1"])
+    assert r.returncode != 0 and "already" in r.stderr
+
+
+def test_sigterm_stops_everything(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        sids = [d.create() for _ in range(3)]
+        for s in sids:
+            d.exec(s, "sleep 300 >/dev/null 2>&1 &")
+        assert d.stop(signal.SIGTERM) == 0
+        for s in sids:
+            assert host_leftovers(d.state_dir, s) == [], s
+        assert "shutting down" in d.read_log()
+        # The records say why they stopped, and nothing runs after a restart.
+        d.start()
+        for s in sids:
+            g = d.request("GET", f"/sandbox/sandboxes/{s}").json
+            assert g["status"] == "stopped" and "shut down" in g["stopReason"]
+    finally:
+        d.cleanup()
+
+
+def test_sigint_also_shuts_down(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        sid = d.create()
+        assert d.stop(signal.SIGINT) == 0
+        assert host_leftovers(d.state_dir, sid) == []
+    finally:
+        d.cleanup()
+
+
+def test_crash_restart_readopts_live_sandboxes(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        sid = d.create()
+        d.exec(sid, "echo kept > /workspace/state")
+        d.proc.kill()
+        d.proc.wait()
+        d.log.close()
+        d.start()
+        r = d.exec(sid, "cat /workspace/state")
+        assert r.status == 200 and r.json["stdout"] == "kept\n", r
+        assert d.request("GET", f"/sandbox/sandboxes/{sid}").json["status"] == "running"
+        assert d.delete(sid).status == 200
+        assert host_leftovers(d.state_dir, sid) == []
+    finally:
+        d.cleanup()
+
+
+def agent_pid(sid):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if f"/sandboxd/{sid}" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:") and line.split()[-1] == "1":
+                        return int(pid)
+        except OSError:
+            pass
+    return None
+
+
+def test_agent_killed_from_outside_marks_failed(daemon):
+    sid = daemon.create()
+    other = daemon.create()
+    try:
+        pid = agent_pid(sid)
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        r = daemon.exec(sid, "true")
+        assert r.status == 409 and r.json["code"] == "S004", r
+        deadline = time.time() + 10
+        while time.time() < deadline and host_leftovers(daemon.state_dir, sid):
+            time.sleep(0.2)
+        assert host_leftovers(daemon.state_dir, sid) == []
+        assert daemon.request("GET", f"/sandbox/sandboxes/{sid}").json["status"] == "failed"
+        assert daemon.exec(other, "echo ok").json["stdout"] == "ok\n"
+    finally:
+        daemon.delete(sid)
+        daemon.delete(other)
+
+
+def test_database_is_sqlite_wal(daemon):
+    db = os.path.join(daemon.state_dir, "sandboxd.db")
+    assert os.path.exists(db)
+    with open(db, "rb") as f:
+        assert f.read(16) == b"SQLite format 3\x00"
+    assert os.path.exists(db + "-wal")
