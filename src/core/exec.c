@@ -193,7 +193,8 @@ int sbx_core_exec(sbx_core_t *core, const char *id, const sbx_exec_params_t *p, 
         goto out;
     }
 
-    sbx_exec_req_t req = {0};
+    sbx_exec_req_t req;
+    sbx_exec_req_init(&req);
     size_t argc = 0;
     while (p->argv[argc])
         argc++;

@@ -88,7 +88,10 @@ void sbx_msg_add_int(sbx_msg_t *m, uint16_t tag, int64_t v);
 /* Finishes the frame (fills in the length) and returns its total size in bytes. */
 size_t sbx_msg_end(sbx_msg_t *m);
 void sbx_msg_release(sbx_msg_t *m);
-/* Builds and sends a whole frame with no fields / one DATA field. 0 or -1 with errno. */
+/* sbx_msg_send finishes m (sbx_msg_end) and sends it.  The others build and send a whole
+ * frame with no fields / one DATA field.  Each returns 0, or -1 with errno (EMSGSIZE for
+ * a payload over the maximum).  Sockets are written with MSG_NOSIGNAL; a non-blocking fd
+ * is waited on, so a frame is always sent whole. */
 int sbx_msg_send(int fd, sbx_msg_t *m);
 int sbx_proto_send_empty(int fd, uint16_t type);
 int sbx_proto_send_data(int fd, uint16_t type, const void *data, size_t len);
@@ -131,14 +134,23 @@ typedef struct {
     char *cwd;    /* may be NULL */
     int64_t timeout_ms;
     int64_t flags;
-    int64_t uid, gid;
+    int64_t uid, gid; /* -1 = absent: the command keeps the agent's identity */
 } sbx_exec_req_t;
 
-/* Decodes an EXEC payload.  Rejects (returns -1) a payload without argv, with an empty
- * argv[0], with a string containing a NUL byte, or with more than 65536 argv/env entries.*/
+/* Empties *req: no strings, no timeout, uid = gid = -1.  Call before filling a request
+ * by hand; sbx_exec_req_encode omits negative uid/gid and a zero timeout. */
+void sbx_exec_req_init(sbx_exec_req_t *req);
+
+/* Decodes an EXEC payload.  Rejects (returns -1, errno = EPROTO, *req left empty) a
+ * malformed payload, one without argv, with an empty argv[0], with a string containing a
+ * NUL byte, with more than 65536 argv/env entries, with a repeated CWD/TIMEOUT_MS/FLAGS/
+ * UID/GID, an integer field not 8 bytes long, a negative timeout, or a uid/gid outside
+ * 0..2^32-2.  Absent UID/GID decode as -1.  On success release with
+ * sbx_exec_req_release. */
 int sbx_exec_req_decode(const uint8_t *payload, size_t len, sbx_exec_req_t *req);
 void sbx_exec_req_release(sbx_exec_req_t *req);
-/* Encodes an EXEC request into m. */
+/* Encodes an EXEC request into m (a whole frame, ready for sbx_msg_send).  argv/env are
+ * taken from argc/envc, or walked up to their NULL terminator when the count is 0. */
 void sbx_exec_req_encode(sbx_msg_t *m, const sbx_exec_req_t *req);
 
 /* The fields of an EXIT message. */
@@ -149,6 +161,9 @@ typedef struct {
     int64_t duration_ms;
 } sbx_exit_info_t;
 
+/* Decodes an EXIT payload.  Returns -1 (errno = EPROTO) if the payload is malformed,
+ * EXIT_CODE is missing or outside 0..255, SIGNO is outside 0..127, or an integer field is
+ * not 8 bytes long.  Absent optional fields are 0; a negative duration reads as 0. */
 int sbx_exit_decode(const uint8_t *payload, size_t len, sbx_exit_info_t *out);
 void sbx_exit_encode(sbx_msg_t *m, const sbx_exit_info_t *info);
 
