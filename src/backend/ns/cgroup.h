@@ -29,6 +29,9 @@ int sbx_cgroup_attach(const char *id, pid_t pid, sbx_err_t *err);
 int sbx_cgroup_destroy(const char *id, sbx_err_t *err);
 int sbx_cgroup_stats(const char *id, uint64_t *mem, uint64_t *mem_limit, uint64_t *pids,
                      uint64_t *cpu_ns, bool *oom_killed, sbx_err_t *err);
+/* Pids of the processes in the sandbox's group (one hierarchy is enough: every group
+ * holds the same processes).  Returns the count and a heap array in *pids (NULL if 0). */
+int sbx_cgroup_procs(const char *id, pid_t **pids, sbx_err_t *err);
 /* Ids of existing sandbox groups under the parent (heap array of heap strings). */
 int sbx_cgroup_list(char ***ids, sbx_err_t *err);
 
