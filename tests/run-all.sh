@@ -15,7 +15,7 @@ upass=$(grep -cE '^ok ' "$log" || true)
 ufail=$(grep -cE '^FAIL' "$log" || true)
 uskip=$(grep -cE '^skip ' "$log" || true)
 
-python3 -m pytest -q -rs tests/integration 2>&1 | tee "$log.py"
+/usr/bin/python3 -m pytest -q -rs tests/integration 2>&1 | tee "$log.py"
 prc=$?
 summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)' "$log.py" | tail -n 1)
 ipass=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)

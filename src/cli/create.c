@@ -13,7 +13,7 @@ const char sbx_create_usage[] =
     "The sandbox lives until `sandbox stop <id>` or until its idle timeout fires.\n"
     "\n"
     "Flags:\n"
-    "  --cpus N               vCPU count (default 1)\n"
+    "  --cpus N               CPUs, fractional allowed (default 1)\n"
     "  --memory MiB           RAM in MiB (default 512)\n"
     "  --idle-timeout SECS    auto-stop after this many seconds without exec activity\n"
     "                         (default: the daemon's)\n"
@@ -50,7 +50,11 @@ static int number(const char *cmd, const char *flag, const char *value, long lon
 int sbx_create_apply_flag(sbx_create_opts_t *o, const char *cmd, int id, const char *flag, const char *value)
 {
     switch (id) {
-    case OPT_CPUS: return number(cmd, flag, value, 1, 1024, &o->cpus);
+    case OPT_CPUS:
+        if (sbx_parse_double(value, &o->cpus) < 0 || !(o->cpus > 0) || o->cpus > 1024)
+            return sbx_cli_usage_error(cmd, "invalid %s `%s`: expected a number of CPUs above 0 (e.g. 0.5, 2)",
+                                       flag, value);
+        return 0;
     case OPT_MEMORY: return number(cmd, flag, value, 1, 16 * 1024 * 1024, &o->memory_mb);
     case OPT_IDLE_TIMEOUT: return number(cmd, flag, value, 0, 365LL * 86400, &o->idle_timeout_secs);
     case OPT_NAME: o->name = value; return 0;
@@ -69,7 +73,8 @@ static json_t *create_body(const sbx_create_opts_t *o)
     json_t *b = json_object();
     json_object_set_new(b, "image", json_string(o->image));
     if (o->cpus >= 0)
-        json_object_set_new(b, "cpus", json_integer(o->cpus));
+        json_object_set_new(b, "cpus", o->cpus == (long long)o->cpus ? json_integer((json_int_t)o->cpus)
+                                                                     : json_real(o->cpus));
     if (o->memory_mb >= 0)
         json_object_set_new(b, "memory_mb", json_integer(o->memory_mb));
     if (o->idle_timeout_secs >= 0)

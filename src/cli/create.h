@@ -10,7 +10,8 @@
 
 typedef struct {
     const char *image;                            /* borrowed from argv */
-    long long cpus, memory_mb, idle_timeout_secs; /* -1 = not given */
+    double cpus;                                  /* fractional; -1 = not given */
+    long long memory_mb, idle_timeout_secs; /* -1 = not given */
     const char *name;
     bool network;
     sbx_strv_t env; /* KEY=VAL entries; ones without '=' never get here */

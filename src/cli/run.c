@@ -17,7 +17,7 @@ const char sbx_run_usage[] =
     "the command could not be started). The sandbox is stopped even on Ctrl-C.\n"
     "\n"
     "Flags:\n"
-    "  --cpus N               vCPU count (default 1)\n"
+    "  --cpus N               CPUs, fractional allowed (default 1)\n"
     "  --memory MiB           RAM in MiB (default 512)\n"
     "  --idle-timeout SECS    auto-stop after this many seconds without exec activity\n"
     "  --name LABEL           human-readable label, shown in `sandbox list`\n"

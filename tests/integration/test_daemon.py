@@ -35,7 +35,7 @@ def test_bad_settings_stop_startup(tmp_path):
         ("max_concurrent_sandboxes: lots\n", "max_concurrent_sandboxes"),
         ("custom_images:\n  python: /srv/evil\n", "python"),
         ("image_allowlist: python\n", "image_allowlist"),
-        ("auto_install: [\n", "config"),
+        ("auto_install: [\n", "YAML syntax error"),
     ]
     for text, needle in cases:
         cfg = write(tmp_path, "c.yaml", text)

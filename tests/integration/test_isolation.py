@@ -97,8 +97,9 @@ def test_attacks_fail(daemon, sandbox, attack):
 
 
 def test_masked_proc_and_readonly_sys(daemon, sandbox):
-    assert sh(daemon, sandbox, "wc -c < /proc/kcore")["stdout"].strip() == "0"
-    assert sh(daemon, sandbox, "wc -c < /proc/keys")["stdout"].strip() == "0"
+    # Masked files read as empty (kcore does not exist on every kernel).
+    for f in ("/proc/kcore", "/proc/keys", "/proc/timer_list"):
+        assert sh(daemon, sandbox, f"cat {f} 2>/dev/null | wc -c")["stdout"].strip() == "0", f
     assert sh(daemon, sandbox, "touch /sys/x")["exit_code"] != 0
     assert sh(daemon, sandbox, "touch /proc/sys/x")["exit_code"] != 0
 
