@@ -13,13 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend/backend.h"
 #include "common/err.h"
 #include "core/config.h"
 #include "image/image.h"
 #include "store/store.h"
 
 typedef struct sbx_core sbx_core_t;
+/* The backend's function table (backend/backend.h); only core's own files need its
+ * definition, so api/ never sees backend/. */
+typedef struct sbx_backend sbx_backend_t;
 
 /* Creates the core.  Borrows cfg, store, images and backend for its whole life. */
 sbx_core_t *sbx_core_new(const sbx_config_t *cfg, sbx_store_t *store, sbx_image_store_t *images,

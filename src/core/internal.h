@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include "backend/backend.h"
 #include "core/core.h"
 
 /* The runtime side of a running sandbox.  Guarded by core->mu. */

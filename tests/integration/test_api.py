@@ -188,3 +188,24 @@ def test_retention_then_record_removed(make_daemon):
     while time.time() < deadline and d.request("GET", f"/sandbox/sandboxes/{sid}").status == 200:
         time.sleep(0.3)
     assert d.request("GET", f"/sandbox/sandboxes/{sid}").status == 404
+
+
+def test_hostile_requests(daemon, sandbox):
+    before = daemon.request("GET", "/sandbox/sandboxes").json["total"]
+    # NUL inside a JSON string, deep nesting, an oversized body, a huge path, junk ids.
+    r = daemon.request("POST", f"/sandbox/sandboxes/{sandbox}/exec", raw='{"command": "echo a\\u0000b"}')
+    assert r.status == 400 and r.json["code"] == "S001"
+    r = daemon.request("POST", "/sandbox/sandboxes", raw='{"image":' + "[" * 5000 + "]" * 5000 + "}")
+    assert r.status == 400
+    r = daemon.request("POST", "/sandbox/sandboxes", raw=b'{"image": "busybox", "name": "' + b"x" * (65 << 20) + b'"}')
+    assert r.status == 413
+    r = daemon.request("GET", "/sandbox/sandboxes/" + "a" * 20000)
+    assert 400 <= r.status < 500
+    for bad in ("..%2F..%2Fetc", "sbx_%00", "%ff%fe"):
+        r = daemon.request("GET", f"/sandbox/sandboxes/{bad}")
+        assert r.status in (400, 404), (bad, r)
+    r = daemon.request("POST", "/sandbox/sandboxes", raw=b'{"image": "\xff\xfe"}')
+    assert r.status == 400
+    # Nothing was created or lost, and the daemon still answers.
+    assert daemon.request("GET", "/sandbox/sandboxes").json["total"] == before
+    assert daemon.exec(sandbox, "echo still").json["stdout"] == "still\n"

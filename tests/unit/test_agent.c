@@ -702,6 +702,8 @@ TEST(uid_and_gid_switch)
     CHECK(strchr(g, '\n') != NULL);
     CHECK(strspn(g, "\t ") == (size_t)(strchr(g, '\n') - g));
     /* Signals are back to default and unblocked for the command. */
+    if (!strstr(s, "\nSigBlk:\t0000000000000000\n") || !strstr(s, "\nSigIgn:\t0000000000000000\n"))
+        fprintf(stderr, "  command status:\n%s\n", s);
     CHECK(strstr(s, "\nSigBlk:\t0000000000000000\n") != NULL);
     CHECK(strstr(s, "\nSigIgn:\t0000000000000000\n") != NULL);
     close(fd);
