@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config
 libmicrohttpd-dev libjansson-dev libsqlite3-dev libseccomp-dev libyaml-dev libcurl4-openssl-dev
 mmdebstrap busybox-static ca-certificates
-python3 python3-pytest"
+python3 python3-pytest clang-format"
 
 missing=""
 for p in $PKGS; do

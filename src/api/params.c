@@ -50,7 +50,8 @@ int sbx_param_num(json_t *p, const char *key, double min, double max, double *ou
     else if (!(json_is_string(v) && sbx_parse_double(json_string_value(v), &x) == 0))
         return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be a number", key);
     if (!(x >= min && x <= max))
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between %g and %g (got %g)", key, min, max, x);
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between %g and %g (got %g)", key, min, max,
+                        x);
     *out = x;
     return 1;
 }
@@ -64,7 +65,8 @@ int sbx_param_bool(json_t *p, const char *key, bool *out, sbx_err_t *err)
         *out = json_is_true(v);
         return 1;
     }
-    if (json_is_string(v) && (!strcmp(json_string_value(v), "true") || !strcmp(json_string_value(v), "false"))) {
+    if (json_is_string(v) &&
+        (!strcmp(json_string_value(v), "true") || !strcmp(json_string_value(v), "false"))) {
         *out = !strcmp(json_string_value(v), "true");
         return 1;
     }
@@ -80,7 +82,10 @@ void sbx_strv_free(char **v)
     free(v);
 }
 
-static bool has_nul(json_t *s) { return strlen(json_string_value(s)) != json_string_length(s); }
+static bool has_nul(json_t *s)
+{
+    return strlen(json_string_value(s)) != json_string_length(s);
+}
 
 int sbx_param_strv(json_t *p, const char *key, char ***out, size_t *n, sbx_err_t *err)
 {
@@ -125,7 +130,8 @@ int sbx_param_env(json_t *p, const char *key, char ***out, size_t *n, sbx_err_t 
         for (size_t i = 0; i < *n; i++) {
             const char *eq = strchr((*out)[i], '=');
             if (!eq || !valid_env_key((*out)[i], (size_t)(eq - (*out)[i]))) {
-                sbx_fail(err, SBX_E_INVALID, "S001", "%s entries must look like KEY=VALUE: '%s'", key, (*out)[i]);
+                sbx_fail(err, SBX_E_INVALID, "S001", "%s entries must look like KEY=VALUE: '%s'", key,
+                         (*out)[i]);
                 sbx_strv_free(*out);
                 *out = NULL;
                 return -1;
@@ -134,17 +140,18 @@ int sbx_param_env(json_t *p, const char *key, char ***out, size_t *n, sbx_err_t 
         return 1;
     }
     if (!json_is_object(v))
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an object of strings or an array of \"KEY=VALUE\"",
-                        key);
+        return sbx_fail(err, SBX_E_INVALID, "S001",
+                        "%s must be an object of strings or an array of \"KEY=VALUE\"", key);
     size_t len = json_object_size(v), i = 0;
     char **vec = xcalloc(len + 1, sizeof(char *));
     const char *k;
     json_t *val;
-    json_object_foreach(v, k, val) {
+    json_object_foreach(v, k, val)
+    {
         if (!json_is_string(val) || has_nul(val) || !valid_env_key(k, strlen(k))) {
             sbx_strv_free(vec);
-            return sbx_fail(err, SBX_E_INVALID, "S001", "%s.%s must be a string (and the name must not contain '=')",
-                            key, k);
+            return sbx_fail(err, SBX_E_INVALID, "S001",
+                            "%s.%s must be a string (and the name must not contain '=')", key, k);
         }
         vec[i++] = xasprintf("%s=%s", k, json_string_value(val));
     }
@@ -162,7 +169,8 @@ int sbx_param_str_object(json_t *p, const char *key, char **out, sbx_err_t *err)
     json_t *val;
     if (!json_is_object(v))
         return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an object of strings", key);
-    json_object_foreach(v, k, val) {
+    json_object_foreach(v, k, val)
+    {
         if (!json_is_string(val))
             return sbx_fail(err, SBX_E_INVALID, "S001", "%s.%s must be a string", key, k);
     }

@@ -151,7 +151,8 @@ static bool metadata_matches(const sbx_sandbox_rec_t *r, json_t *want)
     const char *k;
     json_t *v;
     bool ok = true;
-    json_object_foreach(want, k, v) {
+    json_object_foreach(want, k, v)
+    {
         if (!json_equal(json_object_get(have, k), v)) {
             ok = false;
             break;
@@ -166,7 +167,8 @@ static int h_list(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sb
     json_t *p = req->params;
     const char *status = NULL;
     int64_t page = 1, page_size = 20;
-    if (sbx_param_str(p, "status", &status, err) < 0 || sbx_param_int(p, "page", 0, INT_MAX, &page, err) < 0 ||
+    if (sbx_param_str(p, "status", &status, err) < 0 ||
+        sbx_param_int(p, "page", 0, INT_MAX, &page, err) < 0 ||
         sbx_param_int(p, "pageSize", 1, 1000000, &page_size, err) < 0)
         return -1;
     if (page_size > 200)
@@ -236,7 +238,8 @@ static int h_exec(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sb
     }
     if (command) {
         if (!*command || strlen(command) != json_string_length(json_object_get(p, "command"))) {
-            sbx_fail(err, SBX_E_INVALID, "S001", *command ? "command must not contain NUL bytes" : "command is required");
+            sbx_fail(err, SBX_E_INVALID, "S001",
+                     *command ? "command must not contain NUL bytes" : "command is required");
             goto out;
         }
         argv = xcalloc(4, sizeof(char *));
@@ -328,8 +331,8 @@ static int h_image(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, s
     sbx_image_source_t src = {custom ? custom->name : NULL, custom ? custom->ref : NULL};
     sbx_image_status_t st;
     sbx_image_status(sbx_core_images(sbx_api_core(api)), name, custom ? &src : NULL, &st);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "name", name, "state", image_state_name(st.state), "message",
-                          st.message, "allowed", sbx_config_image_allowed(cfg, name));
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "name", name, "state", image_state_name(st.state),
+                          "message", st.message, "allowed", sbx_config_image_allowed(cfg, name));
     if (st.started_ms)
         json_object_set_new(j, "elapsedMs", json_integer(sbx_now_ms() - st.started_ms));
     resp->json = j;
@@ -341,9 +344,10 @@ static int h_metrics(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp,
     sbx_core_metrics_t m;
     if (sbx_core_metrics(sbx_api_core(api), &m, err) < 0)
         return -1;
-    resp->json = json_pack("{s:I, s:I, s:I, s:I, s:I}", "activeSandboxes", (json_int_t)m.active, "totalCreated",
-                           (json_int_t)m.total_created, "totalKilled", (json_int_t)m.total_killed, "totalExpired",
-                           (json_int_t)m.total_expired, "uptimeSeconds", (json_int_t)m.uptime_secs);
+    resp->json =
+        json_pack("{s:I, s:I, s:I, s:I, s:I}", "activeSandboxes", (json_int_t)m.active, "totalCreated",
+                  (json_int_t)m.total_created, "totalKilled", (json_int_t)m.total_killed, "totalExpired",
+                  (json_int_t)m.total_expired, "uptimeSeconds", (json_int_t)m.uptime_secs);
     return 0;
 }
 

@@ -14,7 +14,7 @@
 struct sbx_api {
     sbx_core_t *core;
     struct MHD_Daemon *mhd;
-    char prefix[128];  /* "/sandbox" */
+    char prefix[128]; /* "/sandbox" */
 };
 
 typedef struct {
@@ -23,7 +23,10 @@ typedef struct {
     bool too_large;
 } conn_ctx_t;
 
-sbx_core_t *sbx_api_core(sbx_api_t *api) { return api->core; }
+sbx_core_t *sbx_api_core(sbx_api_t *api)
+{
+    return api->core;
+}
 
 int sbx_api_status_for(const sbx_err_t *err)
 {
@@ -47,12 +50,18 @@ static const char *error_type(const sbx_err_t *err)
 {
     const char *c = err->code;
     if (c[0] == 'S') {
-        if (!strcmp(c, "S101")) return "internal";
-        if (!strcmp(c, "S102")) return "transient";
-        if (c[1] == '0') return "validation";
-        if (c[1] == '1' || c[1] == '4') return "config";
-        if (c[1] == '2') return "execution";
-        if (c[1] == '3') return "platform";
+        if (!strcmp(c, "S101"))
+            return "internal";
+        if (!strcmp(c, "S102"))
+            return "transient";
+        if (c[1] == '0')
+            return "validation";
+        if (c[1] == '1' || c[1] == '4')
+            return "config";
+        if (c[1] == '2')
+            return "execution";
+        if (c[1] == '3')
+            return "platform";
     }
     switch (err->kind) {
     case SBX_E_INVALID:
@@ -70,10 +79,13 @@ static const char *error_type(const sbx_err_t *err)
 static const char *v1_code(int status)
 {
     switch (status) {
-    case 400: case 413: return "BAD_REQUEST";
-    case 401: case 403: return "UNAUTHORIZED";
+    case 400:
+    case 413: return "BAD_REQUEST";
+    case 401:
+    case 403: return "UNAUTHORIZED";
     case 404: return "NOT_FOUND";
-    case 408: case 504: return "TIMEOUT";
+    case 408:
+    case 504: return "TIMEOUT";
     case 409: return "CONFLICT";
     default: return "INTERNAL_ERROR";
     }
@@ -93,8 +105,8 @@ static json_t *error_body(sbx_dialect_t d, int status, const sbx_err_t *err)
         upper[i] = '\0';
         code = upper;
     }
-    return json_pack("{s:s, s:s, s:s, s:s}", "error", err->msg, "code", code, "type", error_type(err), "message",
-                     err->msg);
+    return json_pack("{s:s, s:s, s:s, s:s}", "error", err->msg, "code", code, "type", error_type(err),
+                     "message", err->msg);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
@@ -139,8 +151,9 @@ static int split_path(char *buf, char **seg, int max)
 
 /* Finds the route for a path.  Returns the route, or NULL with *path_known set when the
  * path exists under another method. */
-static const sbx_route_t *match_route(sbx_api_t *api, const char *method, const char *path, sbx_http_req_t *req,
-                                      bool *path_known, char *pathbuf, size_t pathbuf_len)
+static const sbx_route_t *match_route(sbx_api_t *api, const char *method, const char *path,
+                                      sbx_http_req_t *req, bool *path_known, char *pathbuf,
+                                      size_t pathbuf_len)
 {
     char *seg[16];
     snprintf(pathbuf, pathbuf_len, "%s", path);
@@ -206,7 +219,8 @@ static bool check_auth(struct MHD_Connection *c, const char *token, sbx_dialect_
 static enum MHD_Result dispatch(sbx_api_t *api, struct MHD_Connection *c, const char *url, const char *method,
                                 conn_ctx_t *ctx)
 {
-    sbx_http_req_t req = {.method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len};
+    sbx_http_req_t req = {
+        .method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len};
     sbx_err_t err = SBX_ERR_INIT;
     req.dialect = !strncmp(url, "/v1/", 4) || !strcmp(url, "/v1") ? SBX_DIALECT_V1 : SBX_DIALECT_REST;
     req.query = json_object();
@@ -324,7 +338,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return dispatch(api, c, url, method, ctx);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode t)
 {
     conn_ctx_t *ctx = *con_cls;
     if (ctx) {
@@ -355,8 +370,8 @@ sbx_api_t *sbx_api_start(sbx_core_t *core, sbx_err_t *err)
     socklen_t sl;
     struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                         MHD_USE_ERROR_LOG;
+    unsigned int flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (inet_pton(AF_INET, cfg->listen_host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)cfg->listen_port);
@@ -373,10 +388,10 @@ sbx_api_t *sbx_api_start(sbx_core_t *core, sbx_err_t *err)
         return NULL;
     }
     (void)sl;
-    api->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL, on_request, api,
-                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT, 1024U,
-                                MHD_OPTION_CONNECTION_TIMEOUT, 300U, MHD_OPTION_END);
+    api->mhd = MHD_start_daemon(
+        flags, (uint16_t)cfg->listen_port, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT, 300U, MHD_OPTION_END);
     if (!api->mhd) {
         free(api);
         sbx_fail(err, SBX_E_INTERNAL, NULL, "cannot listen on %s:%d (address in use or not permitted)",

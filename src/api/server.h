@@ -22,11 +22,11 @@ typedef struct {
     const char *method;
     const char *path;
     sbx_dialect_t dialect;
-    const char *body;      /* raw body, NUL-terminated (may contain NULs) */
+    const char *body; /* raw body, NUL-terminated (may contain NULs) */
     size_t body_len;
-    json_t *body_json;     /* the parsed body when it is a JSON object, else NULL */
-    json_t *query;         /* query arguments, string values */
-    json_t *params;        /* merged: query, then body keys, then path params */
+    json_t *body_json; /* the parsed body when it is a JSON object, else NULL */
+    json_t *query;     /* query arguments, string values */
+    json_t *params;    /* merged: query, then body keys, then path params */
     const char *path_params[4];
     int n_path_params;
 } sbx_http_req_t;
@@ -41,9 +41,9 @@ typedef int (*sbx_route_fn)(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t
 
 typedef struct {
     const char *method;
-    const char *pattern;   /* segments, ":x" matches one segment; "{prefix}" is the REST prefix */
+    const char *pattern; /* segments, ":x" matches one segment; "{prefix}" is the REST prefix */
     sbx_route_fn fn;
-    bool open;             /* true: no auth (health) */
+    bool open; /* true: no auth (health) */
     sbx_dialect_t dialect;
 } sbx_route_t;
 

@@ -13,32 +13,32 @@
 
 /* Host-wide settings, given once at start-up. */
 typedef struct {
-    const char *state_dir;   /* e.g. /var/lib/sandboxd; sandboxes live in <state_dir>/sandboxes/<id> */
-    const char *run_dir;     /* e.g. /run/sandboxd; agent sockets live in <run_dir>/sandboxes/ */
-    const char *agent_path;  /* path of the sandbox-agent binary to seal into a memfd */
+    const char *state_dir;     /* e.g. /var/lib/sandboxd; sandboxes live in <state_dir>/sandboxes/<id> */
+    const char *run_dir;       /* e.g. /run/sandboxd; agent sockets live in <run_dir>/sandboxes/ */
+    const char *agent_path;    /* path of the sandbox-agent binary to seal into a memfd */
     const char *cgroup_parent; /* cgroup directory name under each hierarchy, e.g. "sandboxd" */
 } sbx_backend_config_t;
 
 /* What a sandbox should be.  All strings are borrowed for the duration of the call. */
 typedef struct {
-    const char *id;          /* "sbx_<24 hex>": names directories, sockets and cgroups */
-    const char *rootfs;      /* the image's unpacked root filesystem, shared read-only */
-    const char *hostname;    /* set in the sandbox's UTS namespace */
-    const char *workdir;     /* created inside the sandbox if missing, e.g. /workspace */
-    uint32_t uid_base;       /* first host uid/gid of the sandbox's 65536-id range */
-    uint64_t memory_mb;      /* memory (+swap) limit */
-    double cpus;             /* CPU quota in cores, fractional */
-    uint32_t pids_max;       /* process limit */
-    uint64_t disk_mb;        /* size cap of the writable layer */
-    bool network;            /* false: loopback only */
+    const char *id;       /* "sbx_<24 hex>": names directories, sockets and cgroups */
+    const char *rootfs;   /* the image's unpacked root filesystem, shared read-only */
+    const char *hostname; /* set in the sandbox's UTS namespace */
+    const char *workdir;  /* created inside the sandbox if missing, e.g. /workspace */
+    uint32_t uid_base;    /* first host uid/gid of the sandbox's 65536-id range */
+    uint64_t memory_mb;   /* memory (+swap) limit */
+    double cpus;          /* CPU quota in cores, fractional */
+    uint32_t pids_max;    /* process limit */
+    uint64_t disk_mb;     /* size cap of the writable layer */
+    bool network;         /* false: loopback only */
 } sbx_sandbox_spec_t;
 
 /* What the daemon keeps about a running sandbox (persisted by core/ in the store), enough
  * to reconnect after a daemon restart and to clean up after a crash. */
 typedef struct {
-    pid_t pid;               /* host pid of the sandbox's PID 1 (the agent) */
-    uint64_t pid_start;      /* its start time (field 22 of /proc/<pid>/stat) */
-    char sock_path[256];     /* host path of the agent's listening socket */
+    pid_t pid;           /* host pid of the sandbox's PID 1 (the agent) */
+    uint64_t pid_start;  /* its start time (field 22 of /proc/<pid>/stat) */
+    char sock_path[256]; /* host path of the agent's listening socket */
 } sbx_sandbox_rt_t;
 
 /* Resource usage of a sandbox, for metrics and tests. */
@@ -47,7 +47,7 @@ typedef struct {
     uint64_t memory_limit_bytes;
     uint64_t pids;
     uint64_t cpu_usage_ns;
-    bool oom_killed;         /* an OOM kill happened in the sandbox at least once */
+    bool oom_killed; /* an OOM kill happened in the sandbox at least once */
 } sbx_sandbox_stats_t;
 
 typedef struct sbx_backend {

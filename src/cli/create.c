@@ -52,8 +52,8 @@ int sbx_create_apply_flag(sbx_create_opts_t *o, const char *cmd, int id, const c
     switch (id) {
     case OPT_CPUS:
         if (sbx_parse_double(value, &o->cpus) < 0 || !(o->cpus > 0) || o->cpus > 1024)
-            return sbx_cli_usage_error(cmd, "invalid %s `%s`: expected a number of CPUs above 0 (e.g. 0.5, 2)",
-                                       flag, value);
+            return sbx_cli_usage_error(
+                cmd, "invalid %s `%s`: expected a number of CPUs above 0 (e.g. 0.5, 2)", flag, value);
         return 0;
     case OPT_MEMORY: return number(cmd, flag, value, 1, 16 * 1024 * 1024, &o->memory_mb);
     case OPT_IDLE_TIMEOUT: return number(cmd, flag, value, 0, 365LL * 86400, &o->idle_timeout_secs);
@@ -73,8 +73,9 @@ static json_t *create_body(const sbx_create_opts_t *o)
     json_t *b = json_object();
     json_object_set_new(b, "image", json_string(o->image));
     if (o->cpus >= 0)
-        json_object_set_new(b, "cpus", o->cpus == (long long)o->cpus ? json_integer((json_int_t)o->cpus)
-                                                                     : json_real(o->cpus));
+        json_object_set_new(b, "cpus",
+                            o->cpus == (long long)o->cpus ? json_integer((json_int_t)o->cpus)
+                                                          : json_real(o->cpus));
     if (o->memory_mb >= 0)
         json_object_set_new(b, "memory_mb", json_integer(o->memory_mb));
     if (o->idle_timeout_secs >= 0)

@@ -9,8 +9,8 @@
 #include "cli/opts.h"
 
 typedef struct {
-    const char *image;                            /* borrowed from argv */
-    double cpus;                                  /* fractional; -1 = not given */
+    const char *image;                      /* borrowed from argv */
+    double cpus;                            /* fractional; -1 = not given */
     long long memory_mb, idle_timeout_secs; /* -1 = not given */
     const char *name;
     bool network;

@@ -29,11 +29,13 @@ typedef struct {
     char msg[1024];
 } sbx_err_t;
 
-#define SBX_ERR_INIT {SBX_E_NONE, 0, "", ""}
+#define SBX_ERR_INIT                                                                                         \
+    {                                                                                                        \
+        SBX_E_NONE, 0, "", ""                                                                                \
+    }
 
 /* Records an INTERNAL error caused by `errnum` (appends strerror) and returns -1. */
-int sbx_error(sbx_err_t *err, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int sbx_error(sbx_err_t *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Records an error of the given kind with a stable code (may be NULL) and returns -1. */
 int sbx_fail(sbx_err_t *err, sbx_err_kind_t kind, const char *code, const char *fmt, ...)

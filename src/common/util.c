@@ -87,7 +87,10 @@ int64_t sbx_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int64_t sbx_mono_ms(void) { return sbx_mono_ns() / 1000000; }
+int64_t sbx_mono_ms(void)
+{
+    return sbx_mono_ns() / 1000000;
+}
 
 int sbx_write_all(int fd, const void *buf, size_t len)
 {
@@ -203,7 +206,8 @@ static int rm_rf_at(int parent, const char *name, dev_t dev, sbx_err_t *err)
         return 0;
     }
     if (st.st_dev != dev)
-        return sbx_fail(err, SBX_E_INTERNAL, NULL, "refusing to remove `%s`: another filesystem is mounted there", name);
+        return sbx_fail(err, SBX_E_INTERNAL, NULL,
+                        "refusing to remove `%s`: another filesystem is mounted there", name);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return sbx_error(err, errno, "open `%s`", name);
@@ -365,7 +369,10 @@ bool sbx_consttime_equal(const char *a, const char *b)
 
 static sbx_log_level_t log_level = SBX_LOG_INFO;
 
-void sbx_log_set_level(sbx_log_level_t lvl) { log_level = lvl; }
+void sbx_log_set_level(sbx_log_level_t lvl)
+{
+    log_level = lvl;
+}
 
 void sbx_log(sbx_log_level_t lvl, const char *fmt, ...)
 {

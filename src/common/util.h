@@ -19,16 +19,28 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-static inline void cleanup_freep(void *p) { free(*(void **)p); }
+static inline void cleanup_freep(void *p)
+{
+    free(*(void **)p);
+}
 void cleanup_closep(int *fd);
 #define _cleanup_free_ __attribute__((cleanup(cleanup_freep)))
 #define _cleanup_close_ __attribute__((cleanup(cleanup_closep)))
 
 /* Hands ownership of *pp to the caller and leaves NULL behind. */
-#define steal_pointer(pp) \
-    ({ __typeof__(*(pp)) _p = *(pp); *(pp) = NULL; _p; })
+#define steal_pointer(pp)                                                                                    \
+    ({                                                                                                       \
+        __typeof__(*(pp)) _p = *(pp);                                                                        \
+        *(pp) = NULL;                                                                                        \
+        _p;                                                                                                  \
+    })
 /* Hands ownership of an fd to the caller and leaves -1 behind. */
-static inline int steal_fd(int *fd) { int f = *fd; *fd = -1; return f; }
+static inline int steal_fd(int *fd)
+{
+    int f = *fd;
+    *fd = -1;
+    return f;
+}
 
 #define SBX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -130,8 +130,7 @@ typedef struct {
     sbx_err_t *err;
 } yctx_t;
 
-static int yfail(yctx_t *y, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int yfail(yctx_t *y, const yaml_node_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int yfail(yctx_t *y, const yaml_node_t *n, const char *fmt, ...)
 {
@@ -140,8 +139,7 @@ static int yfail(yctx_t *y, const yaml_node_t *n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return sbx_fail(y->err, SBX_E_INVALID, NULL, "%s:%zu: %s", y->path,
-                    n ? n->start_mark.line + 1 : 0, msg);
+    return sbx_fail(y->err, SBX_E_INVALID, NULL, "%s:%zu: %s", y->path, n ? n->start_mark.line + 1 : 0, msg);
 }
 
 static const char *node_kind(const yaml_node_t *n)
@@ -251,7 +249,8 @@ static int set_custom_images(yctx_t *y, const char *key, const yaml_node_t *n)
         else if (is_preset(scalar(k)))
             rc = yfail(y, k, "custom_images: '%s' shadows a preset image", scalar(k));
         else if (!val || val->type != YAML_SCALAR_NODE || !*scalar(val))
-            rc = yfail(y, val ? val : k, "custom_images: '%s' must be a string (a rootfs directory or an OCI reference)",
+            rc = yfail(y, val ? val : k,
+                       "custom_images: '%s' must be a string (a rootfs directory or an OCI reference)",
                        scalar(k));
         if (rc < 0) {
             custom_images_free(v, cnt);
@@ -321,7 +320,8 @@ static int parse_listen(const char *s, char **host, int *port);
 
 static int set_listen(yctx_t *y, const char *key, const yaml_node_t *n)
 {
-    if (n->type != YAML_SCALAR_NODE || parse_listen(scalar(n), &y->cfg->listen_host, &y->cfg->listen_port) < 0)
+    if (n->type != YAML_SCALAR_NODE ||
+        parse_listen(scalar(n), &y->cfg->listen_host, &y->cfg->listen_port) < 0)
         return yfail(y, n, "'%s' must be a string \"ADDR:PORT\" with a port in 1..65535", key);
     return 0;
 }
@@ -424,8 +424,7 @@ static int apply_block(yctx_t *y, const yaml_node_t *map, bool top)
         yaml_node_t *v = yaml_document_get_node(y->doc, p->value);
         if (!k || k->type != YAML_SCALAR_NODE)
             return yfail(y, k, "keys must be strings");
-        int rc = top && !strcmp(scalar(k), "workers") ? apply_workers(y, v)
-                                                      : apply_key(y, scalar(k), k, v);
+        int rc = top && !strcmp(scalar(k), "workers") ? apply_workers(y, v) : apply_key(y, scalar(k), k, v);
         if (rc < 0)
             return -1;
     }
@@ -446,9 +445,9 @@ int sbx_config_apply_file(sbx_config_t *cfg, const char *path, sbx_err_t *err)
         char ctx[256] = "";
         if (parser.context)
             snprintf(ctx, sizeof ctx, " (%s at line %zu)", parser.context, parser.context_mark.line + 1);
-        ret = sbx_fail(err, SBX_E_INVALID, NULL, "%s:%zu: YAML syntax error: %s%s", path,
-                       parser.problem_mark.line + 1,
-                       parser.problem ? parser.problem : "unreadable file", ctx);
+        ret =
+            sbx_fail(err, SBX_E_INVALID, NULL, "%s:%zu: YAML syntax error: %s%s", path,
+                     parser.problem_mark.line + 1, parser.problem ? parser.problem : "unreadable file", ctx);
         yaml_parser_delete(&parser);
         fclose(f);
         return ret;

@@ -10,36 +10,36 @@
 #include "common/err.h"
 
 typedef struct {
-    char *name;   /* short name used in requests and the allowlist */
-    char *ref;    /* an absolute path of a local rootfs directory, or an OCI reference */
+    char *name; /* short name used in requests and the allowlist */
+    char *ref;  /* an absolute path of a local rootfs directory, or an OCI reference */
 } sbx_custom_image_t;
 
 typedef struct {
     char *name;
-    double max_cpus;        /* 0 = no cap */
-    int64_t max_memory_mb;  /* 0 = no cap */
+    double max_cpus;       /* 0 = no cap */
+    int64_t max_memory_mb; /* 0 = no cap */
 } sbx_image_cap_t;
 
 typedef struct {
     /* listener and paths */
-    char *listen_host;            /* "127.0.0.1" */
-    int listen_port;              /* 3111; III_REST_PORT; --listen */
-    char *state_dir;              /* /var/lib/sandboxd; --state-dir */
-    char *run_dir;                /* /run/sandboxd (a subdirectory per state dir is fine) */
-    char *config_file;            /* --config; NULL = none */
-    char *agent_path;             /* sandbox-agent binary; default: next to sandboxd */
-    char *api_prefix;             /* "sandbox"; III_API_PREFIX (without slashes) */
-    char *auth_token;             /* III_AUTH_TOKEN; NULL = auth off */
+    char *listen_host; /* "127.0.0.1" */
+    int listen_port;   /* 3111; III_REST_PORT; --listen */
+    char *state_dir;   /* /var/lib/sandboxd; --state-dir */
+    char *run_dir;     /* /run/sandboxd (a subdirectory per state dir is fine) */
+    char *config_file; /* --config; NULL = none */
+    char *agent_path;  /* sandbox-agent binary; default: next to sandboxd */
+    char *api_prefix;  /* "sandbox"; III_API_PREFIX (without slashes) */
+    char *auth_token;  /* III_AUTH_TOKEN; NULL = auth off */
 
     /* images (sandbox-guide.txt keys) */
-    bool auto_install;            /* true */
-    char **image_allowlist;       /* default: python, node */
+    bool auto_install;      /* true */
+    char **image_allowlist; /* default: python, node */
     size_t n_image_allowlist;
     sbx_custom_image_t *custom_images;
     size_t n_custom_images;
     sbx_image_cap_t *per_image_caps;
     size_t n_per_image_caps;
-    char **allowed_images;        /* III_ALLOWED_IMAGES patterns ("*", "prefix*", exact); default "*" */
+    char **allowed_images; /* III_ALLOWED_IMAGES patterns ("*", "prefix*", exact); default "*" */
     size_t n_allowed_images;
 
     /* sandbox defaults and limits */

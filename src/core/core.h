@@ -48,18 +48,17 @@ typedef struct {
     bool has_idle_timeout;
     int64_t idle_timeout_secs;
     bool network;
-    char **env;            /* "K=V" entries, applied in order */
+    char **env; /* "K=V" entries, applied in order */
     size_t n_env;
     const char *workdir;
-    const char *metadata_json; /* a JSON object of strings, or NULL */
+    const char *metadata_json;   /* a JSON object of strings, or NULL */
     const char *entrypoint_json; /* a JSON array of strings, or NULL */
 } sbx_create_req_t;
 
 /* Creates a sandbox and fills *out (caller releases).  Errors: S100 image not allowed
  * (FORBIDDEN), S101 image missing (UNAVAILABLE), S102 build failed, S400 over a cap
  * (INVALID) or over max sandboxes (LIMIT), INVALID for bad values. */
-int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out,
-                    sbx_err_t *err);
+int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err);
 int sbx_core_get(sbx_core_t *core, const char *id, sbx_sandbox_rec_t *out, sbx_err_t *err);
 int sbx_core_list(sbx_core_t *core, sbx_sandbox_rec_t **out, size_t *n, sbx_err_t *err);
 /* Stops the sandbox (if running) and removes its record.  NOT_FOUND (S002) if unknown. */
@@ -68,21 +67,21 @@ int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err);
 int sbx_core_execs_in_flight(sbx_core_t *core, const char *id);
 
 typedef struct {
-    char **argv;           /* NULL-terminated */
-    char **env;            /* exec-time "K=V" entries layered over create-time env; may be NULL */
+    char **argv; /* NULL-terminated */
+    char **env;  /* exec-time "K=V" entries layered over create-time env; may be NULL */
     size_t n_env;
-    const char *cwd;       /* NULL: the sandbox's workdir; relative: under the workspace */
+    const char *cwd; /* NULL: the sandbox's workdir; relative: under the workspace */
     const void *stdin_data;
     size_t stdin_len;
-    int64_t timeout_ms;    /* > 0 */
+    int64_t timeout_ms; /* > 0 */
 } sbx_exec_params_t;
 
 typedef struct {
-    bool exited;           /* false when the agent gave no exit status (exit_code unknown) */
+    bool exited; /* false when the agent gave no exit status (exit_code unknown) */
     int64_t exit_code;
     int64_t signo;
     bool timed_out;
-    int64_t duration_ms;   /* daemon-side wall clock */
+    int64_t duration_ms; /* daemon-side wall clock */
     char *out;
     size_t out_len;
     char *errout;

@@ -64,7 +64,8 @@ static int collect(int fd, int64_t deadline_ms, sbx_exec_result_t *res, sbx_err_
     for (;;) {
         int64_t left = deadline_ms - sbx_mono_ms();
         if (left <= 0)
-            return sbx_fail(err, SBX_E_TIMEOUT, "S200", "the sandbox's agent did not finish the command in time");
+            return sbx_fail(err, SBX_E_TIMEOUT, "S200",
+                            "the sandbox's agent did not finish the command in time");
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int pr = poll(&pfd, 1, (int)(left > 60000 ? 60000 : left));
         if (pr < 0 && errno != EINTR)
@@ -118,8 +119,7 @@ static int collect(int fd, int64_t deadline_ms, sbx_exec_result_t *res, sbx_err_
             free(payload);
             return sbx_fail(err, SBX_E_INVALID, "S001", "the command could not be started: %s", msg);
         }
-        default:
-            break; /* STARTED, PONG and unknown frames carry nothing we need here. */
+        default: break; /* STARTED, PONG and unknown frames carry nothing we need here. */
         }
         free(payload);
         if (done)

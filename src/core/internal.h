@@ -11,11 +11,11 @@
 typedef struct live {
     char id[40];
     sbx_sandbox_rt_t rt;
-    char **env;         /* create-time environment, NULL-terminated "K=V" */
+    char **env; /* create-time environment, NULL-terminated "K=V" */
     size_t n_env;
     char *workdir;
-    int inflight;       /* execs in progress */
-    bool stopping;      /* a stop is tearing it down */
+    int inflight;  /* execs in progress */
+    bool stopping; /* a stop is tearing it down */
     struct live *next;
 } live_t;
 

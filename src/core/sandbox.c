@@ -23,8 +23,14 @@ static const char *const base_env[] = {
     "LANG=C.UTF-8",
 };
 
-const sbx_config_t *sbx_core_config(sbx_core_t *core) { return core->cfg; }
-sbx_image_store_t *sbx_core_images(sbx_core_t *core) { return core->images; }
+const sbx_config_t *sbx_core_config(sbx_core_t *core)
+{
+    return core->cfg;
+}
+sbx_image_store_t *sbx_core_images(sbx_core_t *core)
+{
+    return core->images;
+}
 
 static void live_free(live_t *l)
 {
@@ -80,7 +86,8 @@ static void live_load_env(live_t *l, const sbx_sandbox_rec_t *rec)
     const char *k;
     json_t *v;
     if (json_is_object(obj)) {
-        json_object_foreach(obj, k, v) {
+        json_object_foreach(obj, k, v)
+        {
             if (!json_is_string(v))
                 continue;
             _cleanup_free_ char *kv = xasprintf("%s=%s", k, json_string_value(v));
@@ -200,8 +207,9 @@ static int build_record(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandb
         return sbx_fail(err, SBX_E_INVALID, "S400", "cpus %g exceeds the cap of %g for image %s", cpus,
                         cap->max_cpus, req->image);
     if (cap && cap->max_memory_mb > 0 && mem > cap->max_memory_mb)
-        return sbx_fail(err, SBX_E_INVALID, "S400", "memory %lld MiB exceeds the cap of %lld MiB for image %s",
-                        (long long)mem, (long long)cap->max_memory_mb, req->image);
+        return sbx_fail(err, SBX_E_INVALID, "S400",
+                        "memory %lld MiB exceeds the cap of %lld MiB for image %s", (long long)mem,
+                        (long long)cap->max_memory_mb, req->image);
     const char *workdir = req->workdir && *req->workdir ? req->workdir : cfg->workspace_dir;
     if (workdir[0] != '/' || strlen(workdir) > 1024)
         return sbx_fail(err, SBX_E_INVALID, "S001", "workdir must be an absolute path: %s", workdir);
@@ -314,7 +322,8 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
         src.name = custom->name;
         src.ref = custom->ref;
     }
-    if (sbx_image_resolve(core->images, req->image, custom ? &src : NULL, cfg->auto_install, &rootfs, err) < 0)
+    if (sbx_image_resolve(core->images, req->image, custom ? &src : NULL, cfg->auto_install, &rootfs, err) <
+        0)
         goto fail_record;
 
     hostname = hostname_for(rec.id);
@@ -366,7 +375,7 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
     *out = rec;
     return 0;
 
-fail_record: {
+fail_record : {
     sbx_err_t e2 = SBX_ERR_INIT;
     sbx_store_sandbox_delete(core->store, rec.id, &e2);
     sbx_sandbox_rec_release(&rec);
@@ -445,8 +454,8 @@ int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
     bool creating = rec.status && !strcmp(rec.status, "creating");
     sbx_sandbox_rec_release(&rec);
     if (creating)
-        return sbx_fail(err, SBX_E_CONFLICT, "S004", "sandbox %s is still being created; delete it once it runs",
-                        id);
+        return sbx_fail(err, SBX_E_CONFLICT, "S004",
+                        "sandbox %s is still being created; delete it once it runs", id);
     sbx_err_t e = SBX_ERR_INIT;
     if (stop_live(core, id, NULL, "deleted", true, &e) == 0) {
         sbx_store_counter_add(core->store, "totalKilled", 1, NULL);

@@ -451,7 +451,8 @@ static int build_preset(sbx_image_store_t *st, preset_t *p, sbx_err_t *err)
     if (sbx_rm_rf(bdir, &e2) < 0)
         log_warn("build-image %s: cannot remove `%s`: %s", p->name, bdir, e2.msg);
     if (rc == 0)
-        log_info("build-image %s: ready in %.1f s at %s", p->name, (double)(sbx_mono_ms() - t0) / 1000, final);
+        log_info("build-image %s: ready in %.1f s at %s", p->name, (double)(sbx_mono_ms() - t0) / 1000,
+                 final);
     else
         log_error("build-image %s: %s", p->name, err ? err->msg : "failed");
     return rc;
@@ -513,8 +514,7 @@ static int ensure_preset(sbx_image_store_t *st, preset_t *p, bool auto_install, 
 
 static int unknown_image(const char *name, sbx_err_t *err)
 {
-    return sbx_fail(err, SBX_E_NOT_FOUND, "S100", "unknown image '%s': not a preset or a custom image",
-                    name);
+    return sbx_fail(err, SBX_E_NOT_FOUND, "S100", "unknown image '%s': not a preset or a custom image", name);
 }
 
 static int custom_rootfs(const char *name, const sbx_image_source_t *custom, char **rootfs, sbx_err_t *err)
@@ -551,8 +551,8 @@ int sbx_image_build(sbx_image_store_t *st, const char *name, sbx_err_t *err)
 {
     preset_t *p = find_preset(st, name);
     if (!p)
-        return sbx_fail(err, SBX_E_NOT_FOUND, "S100", "unknown image '%s': only the presets python and node can be built",
-                        name);
+        return sbx_fail(err, SBX_E_NOT_FOUND, "S100",
+                        "unknown image '%s': only the presets python and node can be built", name);
     _cleanup_free_ char *final = final_rootfs(st, name);
     if (is_dir(final)) {
         log_info("build-image %s: already built at %s", name, final);

@@ -16,9 +16,9 @@ typedef enum { SBX_IMAGE_ABSENT, SBX_IMAGE_BUILDING, SBX_IMAGE_READY, SBX_IMAGE_
 
 typedef struct {
     sbx_image_state_t state;
-    char message[256];    /* the latest progress line of a build, or the failure */
-    int64_t started_ms;   /* epoch ms the build started, 0 if none */
-    char rootfs[512];     /* the rootfs path when READY */
+    char message[256];  /* the latest progress line of a build, or the failure */
+    int64_t started_ms; /* epoch ms the build started, 0 if none */
+    char rootfs[512];   /* the rootfs path when READY */
 } sbx_image_status_t;
 
 /* A custom image source: `ref` is an absolute local directory (or an OCI reference). */

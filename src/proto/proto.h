@@ -36,31 +36,31 @@ enum sbx_msg_type {
     SBX_MSG_SIGNAL = 4,    /* SIGNO: send a signal to the command's process group */
     SBX_MSG_PING = 5,      /* answered with PONG */
     /* agent -> daemon */
-    SBX_MSG_STARTED = 64,  /* PID: the command is running (pid inside the sandbox) */
-    SBX_MSG_STDOUT = 65,   /* DATA */
-    SBX_MSG_STDERR = 66,   /* DATA */
-    SBX_MSG_EXIT = 67,     /* EXIT_CODE, SIGNO (0 if none), TIMED_OUT, DURATION_MS */
-    SBX_MSG_ERROR = 68,    /* ERRNO?, MESSAGE: the operation failed before it started */
-    SBX_MSG_PONG = 69,     /* VERSION, PID */
+    SBX_MSG_STARTED = 64, /* PID: the command is running (pid inside the sandbox) */
+    SBX_MSG_STDOUT = 65,  /* DATA */
+    SBX_MSG_STDERR = 66,  /* DATA */
+    SBX_MSG_EXIT = 67,    /* EXIT_CODE, SIGNO (0 if none), TIMED_OUT, DURATION_MS */
+    SBX_MSG_ERROR = 68,   /* ERRNO?, MESSAGE: the operation failed before it started */
+    SBX_MSG_PONG = 69,    /* VERSION, PID */
 };
 
 enum sbx_tag {
-    SBX_TAG_ARGV = 1,        /* string, repeated, at least one */
-    SBX_TAG_ENV = 2,         /* string "K=V", repeated; the complete environment */
-    SBX_TAG_CWD = 3,         /* string; absolute path inside the sandbox */
-    SBX_TAG_TIMEOUT_MS = 4,  /* int; 0 or absent = no timeout */
-    SBX_TAG_FLAGS = 5,       /* int; SBX_EXEC_F_* */
-    SBX_TAG_DATA = 6,        /* bytes */
-    SBX_TAG_SIGNO = 7,       /* int */
-    SBX_TAG_PID = 8,         /* int */
-    SBX_TAG_EXIT_CODE = 9,   /* int; 128+signo when killed by a signal, 124 on timeout */
-    SBX_TAG_TIMED_OUT = 10,  /* int 0/1 */
-    SBX_TAG_DURATION_MS = 11,/* int */
-    SBX_TAG_ERRNO = 12,      /* int */
-    SBX_TAG_MESSAGE = 13,    /* string */
-    SBX_TAG_VERSION = 14,    /* int */
-    SBX_TAG_UID = 15,        /* int; run the command as this uid (default 0) */
-    SBX_TAG_GID = 16,        /* int */
+    SBX_TAG_ARGV = 1,         /* string, repeated, at least one */
+    SBX_TAG_ENV = 2,          /* string "K=V", repeated; the complete environment */
+    SBX_TAG_CWD = 3,          /* string; absolute path inside the sandbox */
+    SBX_TAG_TIMEOUT_MS = 4,   /* int; 0 or absent = no timeout */
+    SBX_TAG_FLAGS = 5,        /* int; SBX_EXEC_F_* */
+    SBX_TAG_DATA = 6,         /* bytes */
+    SBX_TAG_SIGNO = 7,        /* int */
+    SBX_TAG_PID = 8,          /* int */
+    SBX_TAG_EXIT_CODE = 9,    /* int; 128+signo when killed by a signal, 124 on timeout */
+    SBX_TAG_TIMED_OUT = 10,   /* int 0/1 */
+    SBX_TAG_DURATION_MS = 11, /* int */
+    SBX_TAG_ERRNO = 12,       /* int */
+    SBX_TAG_MESSAGE = 13,     /* string */
+    SBX_TAG_VERSION = 14,     /* int */
+    SBX_TAG_UID = 15,         /* int; run the command as this uid (default 0) */
+    SBX_TAG_GID = 16,         /* int */
 };
 
 /* No flags are defined yet; the field exists so that PTY and detached modes can be added. */
@@ -127,11 +127,11 @@ int sbx_field_int(const sbx_field_t *f, int64_t *out);
 /* The fields of an EXEC request, decoded.  Pointers point into the payload buffer
  * (strings are copied into NUL-terminated heap strings in argv/env/cwd). */
 typedef struct {
-    char **argv;  /* NULL-terminated */
+    char **argv; /* NULL-terminated */
     size_t argc;
-    char **env;   /* NULL-terminated */
+    char **env; /* NULL-terminated */
     size_t envc;
-    char *cwd;    /* may be NULL */
+    char *cwd; /* may be NULL */
     int64_t timeout_ms;
     int64_t flags;
     int64_t uid, gid; /* -1 = absent: the command keeps the agent's identity */

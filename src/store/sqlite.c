@@ -24,10 +24,10 @@
 
 /* The column list shared by insert, update and select; the order matches bind_rec() and
  * read_rec(). */
-#define REC_COLUMNS                                                                         \
-    "id, name, image, status, created_at, expires_at, last_exec_at, timeout_secs, "        \
-    "idle_timeout_secs, cpus, memory_mb, disk_mb, pids_max, network, env_json, workdir, "   \
-    "metadata_json, config_json, uid_slot, pid, pid_start, sock_path, stop_reason, "       \
+#define REC_COLUMNS                                                                                          \
+    "id, name, image, status, created_at, expires_at, last_exec_at, timeout_secs, "                          \
+    "idle_timeout_secs, cpus, memory_mb, disk_mb, pids_max, network, env_json, workdir, "                    \
+    "metadata_json, config_json, uid_slot, pid, pid_start, sock_path, stop_reason, "                         \
     "stopped_at"
 
 enum {
@@ -151,8 +151,8 @@ static int migrate(sqlite3 *db, sbx_err_t *err)
         goto fail;
     if (version > SCHEMA_VERSION) {
         sbx_fail(err, SBX_E_INTERNAL, NULL,
-                 "database schema version %lld is newer than this sandboxd supports (%d)",
-                 (long long)version, SCHEMA_VERSION);
+                 "database schema version %lld is newer than this sandboxd supports (%d)", (long long)version,
+                 SCHEMA_VERSION);
         goto fail;
     }
     for (int64_t v = version + 1; v <= SCHEMA_VERSION; v++) {
@@ -174,9 +174,8 @@ fail:
 sbx_store_t *sbx_store_open(const char *path, sbx_err_t *err)
 {
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc =
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         sbx_fail(err, SBX_E_INTERNAL, NULL, "open database `%s`: %s", path,
                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
@@ -185,8 +184,10 @@ sbx_store_t *sbx_store_open(const char *path, sbx_err_t *err)
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-    if (exec_sql(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                     "PRAGMA foreign_keys = ON;", err) < 0 ||
+    if (exec_sql(db,
+                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                 "PRAGMA foreign_keys = ON;",
+                 err) < 0 ||
         migrate(db, err) < 0) {
         sbx_error_wrap(err, "open database `%s`", path);
         sqlite3_close(db);
@@ -323,8 +324,7 @@ int sbx_store_sandbox_insert(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_
 }
 
 /* Runs a statement that changes at most one row of `id`; NOT_FOUND if none changed. */
-static int step_one_row(sbx_store_t *st, sqlite3_stmt *s, const char *id, const char *what,
-                        sbx_err_t *err)
+static int step_one_row(sbx_store_t *st, sqlite3_stmt *s, const char *id, const char *what, sbx_err_t *err)
 {
     int rc = sqlite3_step(s), ret = 0;
     if (rc != SQLITE_DONE)
@@ -397,8 +397,8 @@ int sbx_store_sandbox_list(sbx_store_t *st, sbx_sandbox_rec_t **out, size_t *n, 
 }
 
 /* Runs a statement that answers one integer; `dflt` when it answers no row. */
-static int query_int(sbx_store_t *st, sqlite3_stmt *s, int64_t dflt, int64_t *out,
-                     const char *what, sbx_err_t *err)
+static int query_int(sbx_store_t *st, sqlite3_stmt *s, int64_t dflt, int64_t *out, const char *what,
+                     sbx_err_t *err)
 {
     int rc = sqlite3_step(s), ret = 0;
     if (rc == SQLITE_ROW)

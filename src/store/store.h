@@ -17,28 +17,28 @@ typedef struct sbx_store sbx_store_t;
 typedef struct {
     char id[40];
     char *name;
-    char *image;           /* the requested image name */
-    char *status;          /* creating | running | stopped | expired | failed */
-    int64_t created_at;    /* epoch ms */
-    int64_t expires_at;    /* epoch ms; 0 = never */
-    int64_t last_exec_at;  /* epoch ms; starts at created_at */
-    int64_t timeout_secs;  /* TTL */
+    char *image;               /* the requested image name */
+    char *status;              /* creating | running | stopped | expired | failed */
+    int64_t created_at;        /* epoch ms */
+    int64_t expires_at;        /* epoch ms; 0 = never */
+    int64_t last_exec_at;      /* epoch ms; starts at created_at */
+    int64_t timeout_secs;      /* TTL */
     int64_t idle_timeout_secs; /* 0 = none */
     double cpus;
     int64_t memory_mb;
     int64_t disk_mb;
     int64_t pids_max;
     bool network;
-    char *env_json;        /* JSON object text, e.g. {"A":"1"} */
+    char *env_json; /* JSON object text, e.g. {"A":"1"} */
     char *workdir;
-    char *metadata_json;   /* JSON object text */
-    char *config_json;     /* the SandboxConfig object as answered to clients */
-    int64_t uid_slot;      /* index of the host id range */
-    int64_t pid;           /* host pid of PID 1, 0 if none */
+    char *metadata_json; /* JSON object text */
+    char *config_json;   /* the SandboxConfig object as answered to clients */
+    int64_t uid_slot;    /* index of the host id range */
+    int64_t pid;         /* host pid of PID 1, 0 if none */
     int64_t pid_start;
     char *sock_path;
-    char *stop_reason;     /* why it stopped (NULL while running) */
-    int64_t stopped_at;    /* epoch ms, 0 while running */
+    char *stop_reason;  /* why it stopped (NULL while running) */
+    int64_t stopped_at; /* epoch ms, 0 while running */
 } sbx_sandbox_rec_t;
 
 /* Opens (creating if needed) the database at `path`, in WAL mode, and migrates the schema. */

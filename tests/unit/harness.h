@@ -12,53 +12,57 @@
 #include <unistd.h>
 
 typedef void (*sbx_test_fn)(void);
-struct sbx_test { const char *name; sbx_test_fn fn; int timeout_s; };
+struct sbx_test {
+    const char *name;
+    sbx_test_fn fn;
+    int timeout_s;
+};
 
 #define SBX_MAX_TESTS 256
 static struct sbx_test sbx_tests[SBX_MAX_TESTS];
 static int sbx_ntests;
 
-#define TEST_T(name, timeout)                                                                 \
-    static void test_##name(void);                                                            \
-    __attribute__((constructor)) static void reg_##name(void)                                 \
-    {                                                                                         \
-        sbx_tests[sbx_ntests++] = (struct sbx_test){#name, test_##name, timeout};             \
-    }                                                                                         \
+#define TEST_T(name, timeout)                                                                                \
+    static void test_##name(void);                                                                           \
+    __attribute__((constructor)) static void reg_##name(void)                                                \
+    {                                                                                                        \
+        sbx_tests[sbx_ntests++] = (struct sbx_test){#name, test_##name, timeout};                            \
+    }                                                                                                        \
     static void test_##name(void)
 #define TEST(name) TEST_T(name, 30)
 
 #define SBX_SKIP_CODE 77
-#define SKIP(...)                                                                             \
-    do {                                                                                      \
-        fprintf(stderr, "  skip: " __VA_ARGS__);                                              \
-        fputc('\n', stderr);                                                                  \
-        exit(SBX_SKIP_CODE);                                                                  \
+#define SKIP(...)                                                                                            \
+    do {                                                                                                     \
+        fprintf(stderr, "  skip: " __VA_ARGS__);                                                             \
+        fputc('\n', stderr);                                                                                 \
+        exit(SBX_SKIP_CODE);                                                                                 \
     } while (0)
 
-#define CHECK(cond)                                                                           \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);       \
-            exit(1);                                                                          \
-        }                                                                                     \
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                       \
+            exit(1);                                                                                         \
+        }                                                                                                    \
     } while (0)
-#define CHECK_EQ_INT(a, b)                                                                    \
-    do {                                                                                      \
-        long long _a = (long long)(a), _b = (long long)(b);                                   \
-        if (_a != _b) {                                                                       \
-            fprintf(stderr, "  %s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, \
-                    #a, _a, #b, _b);                                                          \
-            exit(1);                                                                          \
-        }                                                                                     \
+#define CHECK_EQ_INT(a, b)                                                                                   \
+    do {                                                                                                     \
+        long long _a = (long long)(a), _b = (long long)(b);                                                  \
+        if (_a != _b) {                                                                                      \
+            fprintf(stderr, "  %s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, _a, #b,    \
+                    _b);                                                                                     \
+            exit(1);                                                                                         \
+        }                                                                                                    \
     } while (0)
-#define CHECK_EQ_STR(a, b)                                                                    \
-    do {                                                                                      \
-        const char *_a = (a), *_b = (b);                                                      \
-        if (!_a || !_b || strcmp(_a, _b)) {                                                   \
-            fprintf(stderr, "  %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__,   \
-                    #a, _a ? _a : "(null)", _b ? _b : "(null)");                              \
-            exit(1);                                                                          \
-        }                                                                                     \
+#define CHECK_EQ_STR(a, b)                                                                                   \
+    do {                                                                                                     \
+        const char *_a = (a), *_b = (b);                                                                     \
+        if (!_a || !_b || strcmp(_a, _b)) {                                                                  \
+            fprintf(stderr, "  %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,              \
+                    _a ? _a : "(null)", _b ? _b : "(null)");                                                 \
+            exit(1);                                                                                         \
+        }                                                                                                    \
     } while (0)
 
 static int sbx_run_tests(const char *prog, int argc, char **argv)
@@ -94,11 +98,11 @@ static int sbx_run_tests(const char *prog, int argc, char **argv)
     return failed ? 1 : 0;
 }
 
-#define SBX_TEST_MAIN()                                                                       \
-    int main(int argc, char **argv)                                                           \
-    {                                                                                         \
-        const char *p = strrchr(argv[0], '/');                                                \
-        return sbx_run_tests(p ? p + 1 : argv[0], argc, argv);                                \
+#define SBX_TEST_MAIN()                                                                                      \
+    int main(int argc, char **argv)                                                                          \
+    {                                                                                                        \
+        const char *p = strrchr(argv[0], '/');                                                               \
+        return sbx_run_tests(p ? p + 1 : argv[0], argc, argv);                                               \
     }
 
 #endif

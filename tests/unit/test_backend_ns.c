@@ -25,13 +25,12 @@
 static char base[128], state_dir[256], run_dir[256], rootfs[256], cg_parent[64];
 static const char *agent_path;
 
-static const char *const applets[] = {"sh", "cat", "ls", "id", "ps", "hostname", "stat",
-                                      "echo", "true", "sleep", "touch", "wc"};
+static const char *const applets[] = {"sh",   "cat",  "ls",   "id",    "ps",    "hostname",
+                                      "stat", "echo", "true", "sleep", "touch", "wc"};
 
 static void make_rootfs(const char *dir)
 {
-    static const char *const dirs[] = {"", "/bin", "/etc", "/proc", "/dev", "/sys", "/tmp",
-                                       "/root"};
+    static const char *const dirs[] = {"", "/bin", "/etc", "/proc", "/dev", "/sys", "/tmp", "/root"};
     char p[512];
     for (size_t i = 0; i < SBX_ARRAY_LEN(dirs); i++) {
         snprintf(p, sizeof p, "%s%s", dir, dirs[i]);
@@ -125,9 +124,16 @@ static uint32_t random_uid_base(void)
 static sbx_sandbox_spec_t spec_for(const char *id, uint32_t uid_base)
 {
     return (sbx_sandbox_spec_t){
-        .id = id, .rootfs = rootfs, .hostname = "sbxtest", .workdir = "/workspace",
-        .uid_base = uid_base, .memory_mb = 256, .cpus = 1.5, .pids_max = 128,
-        .disk_mb = 64, .network = false,
+        .id = id,
+        .rootfs = rootfs,
+        .hostname = "sbxtest",
+        .workdir = "/workspace",
+        .uid_base = uid_base,
+        .memory_mb = 256,
+        .cpus = 1.5,
+        .pids_max = 128,
+        .disk_mb = 64,
+        .network = false,
     };
 }
 
@@ -234,11 +240,14 @@ static void check_agent_view(const sbx_sandbox_rt_t *rt)
     CHECK_EQ_STR(out, "0\n");
     free(out);
     CHECK_EQ_INT(run_in(rt, &out, (const char *const[]){"cat", "/proc/1/cmdline", NULL}), 0);
-    CHECK(!memcmp(out, "sandbox-agent\0--listen-fd\0" "3\0", 28));
+    CHECK(!memcmp(out,
+                  "sandbox-agent\0--listen-fd\0"
+                  "3\0",
+                  28));
     free(out);
     /* Masked files read as /dev/null (the kernel may lack some of them, e.g. kcore). */
-    static const char *const masked[] = {"kcore", "keys", "timer_list", "sched_debug",
-                                         "sysrq-trigger", "latency_stats"};
+    static const char *const masked[] = {"kcore",       "keys",          "timer_list",
+                                         "sched_debug", "sysrq-trigger", "latency_stats"};
     char expect[64] = "", cmd[512] = "for f in";
     for (size_t i = 0; i < SBX_ARRAY_LEN(masked); i++) {
         char hp[64];
@@ -271,14 +280,17 @@ static void check_agent_view(const sbx_sandbox_rt_t *rt)
     CHECK_EQ_STR(out, "s3cret\n");
     free(out);
     /* Writable overlay, working directory created. */
-    CHECK_EQ_INT(run_in(rt, &out, (const char *const[]){"sh", "-c", "echo hi > /etc/new && cat /etc/new && pwd", NULL}), 0);
+    CHECK_EQ_INT(run_in(rt, &out,
+                        (const char *const[]){"sh", "-c", "echo hi > /etc/new && cat /etc/new && pwd", NULL}),
+                 0);
     CHECK_EQ_STR(out, "hi\n/workspace\n");
     free(out);
     CHECK_EQ_INT(run_in(rt, &out, (const char *const[]){"ls", "/dev", NULL}), 0);
     CHECK(strstr(out, "null") && strstr(out, "pts") && strstr(out, "ptmx") && !strstr(out, "sda"));
     free(out);
     /* Mounting is refused (no CAP_SYS_ADMIN, seccomp), /sys is read-only. */
-    CHECK(run_in(rt, &out, (const char *const[]){"sh", "-c", "echo 1 > /proc/sysrq-trigger; touch /sys/x", NULL}) != 0);
+    CHECK(run_in(rt, &out,
+                 (const char *const[]){"sh", "-c", "echo 1 > /proc/sysrq-trigger; touch /sys/x", NULL}) != 0);
     free(out);
 }
 

@@ -98,11 +98,9 @@ TEST(limits_attach_destroy)
         fprintf(stderr, "  create: %s\n", err.msg);
     CHECK(rc == 0);
     if (!strcmp(sbx_cgroup_version(), "v1")) {
-        CHECK_EQ_INT(read_ll("/sys/fs/cgroup/memory/%s/%s/memory.limit_in_bytes", parent, id),
-                     64 << 20);
+        CHECK_EQ_INT(read_ll("/sys/fs/cgroup/memory/%s/%s/memory.limit_in_bytes", parent, id), 64 << 20);
         if (access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0)
-            CHECK_EQ_INT(read_ll("/sys/fs/cgroup/memory/%s/%s/memory.memsw.limit_in_bytes",
-                                 parent, id),
+            CHECK_EQ_INT(read_ll("/sys/fs/cgroup/memory/%s/%s/memory.memsw.limit_in_bytes", parent, id),
                          64 << 20);
         CHECK_EQ_INT(read_ll("/sys/fs/cgroup/cpu/%s/%s/cpu.cfs_period_us", parent, id), 100000);
         CHECK_EQ_INT(read_ll("/sys/fs/cgroup/cpu/%s/%s/cpu.cfs_quota_us", parent, id), 50000);

@@ -81,24 +81,23 @@ TEST(defaults)
     sbx_config_release(&cfg);
 }
 
-static const char full_yaml[] =
-    "auto_install: false\n"
-    "image_allowlist:\n  - python\n  - my-app\n"
-    "default_idle_timeout_secs: 60\n"
-    "max_concurrent_sandboxes: 4\n"
-    "default_cpus: 0.5\n"
-    "default_memory_mb: 256\n"
-    "per_image_caps:\n  python: {max_cpus: 2, max_memory_mb: 1024}\n"
-    "custom_images:\n  my-app: /srv/rootfs/my-app\n  gpu: ghcr.io/acme/gpu:1\n"
-    "listen: 0.0.0.0:8080\n"
-    "state_dir: /srv/sandboxd\n"
-    "api_prefix: /api/sandbox/\n"
-    "workspace_dir: /work\n"
-    "max_cmd_timeout_secs: 30\n"
-    "default_timeout_secs: 600\n"
-    "default_disk_mb: 2048\n"
-    "default_pids_max: 64\n"
-    "stopped_retention_secs: 0\n";
+static const char full_yaml[] = "auto_install: false\n"
+                                "image_allowlist:\n  - python\n  - my-app\n"
+                                "default_idle_timeout_secs: 60\n"
+                                "max_concurrent_sandboxes: 4\n"
+                                "default_cpus: 0.5\n"
+                                "default_memory_mb: 256\n"
+                                "per_image_caps:\n  python: {max_cpus: 2, max_memory_mb: 1024}\n"
+                                "custom_images:\n  my-app: /srv/rootfs/my-app\n  gpu: ghcr.io/acme/gpu:1\n"
+                                "listen: 0.0.0.0:8080\n"
+                                "state_dir: /srv/sandboxd\n"
+                                "api_prefix: /api/sandbox/\n"
+                                "workspace_dir: /work\n"
+                                "max_cmd_timeout_secs: 30\n"
+                                "default_timeout_secs: 600\n"
+                                "default_disk_mb: 2048\n"
+                                "default_pids_max: 64\n"
+                                "stopped_retention_secs: 0\n";
 
 static void check_full(const sbx_config_t *cfg)
 {
@@ -161,8 +160,8 @@ TEST(file_workers_block)
         p = nl + 1;
     }
     _cleanup_free_ char *yaml = xasprintf("workers:\n  - name: other-worker\n    config:\n      foo: 1\n"
-                           "  - name: iii-sandbox\n    config:\n%s",
-                           body);
+                                          "  - name: iii-sandbox\n    config:\n%s",
+                                          body);
     sbx_config_t cfg;
     sbx_err_t err = SBX_ERR_INIT;
     sbx_config_defaults(&cfg);
@@ -180,10 +179,11 @@ TEST(file_guide_default_block)
     sbx_config_t cfg;
     sbx_err_t err = SBX_ERR_INIT;
     sbx_config_defaults(&cfg);
-    _cleanup_free_ char *path = write_tmp("workers:\n- name: iii-sandbox\n  config:\n    auto_install: true\n"
-                           "    image_allowlist:\n    - python\n    - node\n"
-                           "    default_idle_timeout_secs: 300\n    max_concurrent_sandboxes: 32\n"
-                           "    default_cpus: 1\n    default_memory_mb: 512\n");
+    _cleanup_free_ char *path =
+        write_tmp("workers:\n- name: iii-sandbox\n  config:\n    auto_install: true\n"
+                  "    image_allowlist:\n    - python\n    - node\n"
+                  "    default_idle_timeout_secs: 300\n    max_concurrent_sandboxes: 32\n"
+                  "    default_cpus: 1\n    default_memory_mb: 512\n");
     CHECK_EQ_INT(sbx_config_apply_file(&cfg, path, &err), 0);
     CHECK(cfg.auto_install);
     CHECK_EQ_INT(cfg.n_image_allowlist, 2);
@@ -195,17 +195,22 @@ TEST(file_errors)
 {
     expect_file_error("foo: 1\n", "unknown key 'foo'");
     expect_file_error("workers:\n  - name: iii-sandbox\n    config:\n      bar: true\n", "unknown key 'bar'");
-    expect_file_error("max_concurrent_sandboxes: \"32\"\n", "'max_concurrent_sandboxes' must be a positive integer");
-    expect_file_error("max_concurrent_sandboxes: 0\n", "'max_concurrent_sandboxes' must be a positive integer");
+    expect_file_error("max_concurrent_sandboxes: \"32\"\n",
+                      "'max_concurrent_sandboxes' must be a positive integer");
+    expect_file_error("max_concurrent_sandboxes: 0\n",
+                      "'max_concurrent_sandboxes' must be a positive integer");
     expect_file_error("default_memory_mb: lots\n", "'default_memory_mb' must be a positive integer");
     expect_file_error("default_cpus: -1\n", "'default_cpus' must be a number greater than 0");
     expect_file_error("auto_install: maybe\n", "'auto_install' must be a boolean");
     expect_file_error("auto_install: \"true\"\n", "'auto_install' must be a boolean");
     expect_file_error("image_allowlist: python\n", "'image_allowlist' must be a list");
-    expect_file_error("custom_images:\n  python: /srv/evil\n", "custom_images: 'python' shadows a preset image");
-    expect_file_error("custom_images:\n  node: ghcr.io/x/node\n", "custom_images: 'node' shadows a preset image");
+    expect_file_error("custom_images:\n  python: /srv/evil\n",
+                      "custom_images: 'python' shadows a preset image");
+    expect_file_error("custom_images:\n  node: ghcr.io/x/node\n",
+                      "custom_images: 'node' shadows a preset image");
     expect_file_error("custom_images:\n  app: [a, b]\n", "custom_images: 'app' must be a string");
-    expect_file_error("per_image_caps:\n  python: {max_gpus: 1}\n", "unknown key 'per_image_caps.python.max_gpus'");
+    expect_file_error("per_image_caps:\n  python: {max_gpus: 1}\n",
+                      "unknown key 'per_image_caps.python.max_gpus'");
     expect_file_error("per_image_caps:\n  python: {max_cpus: x}\n", "must be a number greater than 0");
     expect_file_error("listen: 127.0.0.1:99999\n", "'listen'");
     expect_file_error("state_dir: relative/dir\n", "'state_dir' must be an absolute path");
@@ -256,10 +261,19 @@ TEST(env_values)
     sbx_config_t cfg;
     sbx_err_t err = SBX_ERR_INIT;
     sbx_config_defaults(&cfg);
-    char *envp[] = {"III_REST_PORT=4000", "III_API_PREFIX=/box/", "III_AUTH_TOKEN=s3cret",
-                    "III_MAX_SANDBOXES=7", "III_DEFAULT_TIMEOUT=120", "III_DEFAULT_MEMORY=1024",
-                    "III_DEFAULT_CPU=2.5", "III_ALLOWED_IMAGES= py* , node ,", "III_WORKSPACE_DIR=/home/u",
-                    "III_MAX_CMD_TIMEOUT=60", "III_POOL_SIZE=3", "III_ENGINE_URL=ws://x", "HOME=/root",
+    char *envp[] = {"III_REST_PORT=4000",
+                    "III_API_PREFIX=/box/",
+                    "III_AUTH_TOKEN=s3cret",
+                    "III_MAX_SANDBOXES=7",
+                    "III_DEFAULT_TIMEOUT=120",
+                    "III_DEFAULT_MEMORY=1024",
+                    "III_DEFAULT_CPU=2.5",
+                    "III_ALLOWED_IMAGES= py* , node ,",
+                    "III_WORKSPACE_DIR=/home/u",
+                    "III_MAX_CMD_TIMEOUT=60",
+                    "III_POOL_SIZE=3",
+                    "III_ENGINE_URL=ws://x",
+                    "HOME=/root",
                     NULL};
     CHECK_EQ_INT(sbx_config_apply_env(&cfg, envp, &err), 0);
     CHECK_EQ_INT(cfg.listen_port, 4000);
@@ -318,7 +332,7 @@ TEST(allowlist_combinations)
     sbx_err_t err = SBX_ERR_INIT;
     sbx_config_defaults(&cfg);
     _cleanup_free_ char *path = write_tmp("image_allowlist: [python, node, pyext, my-app]\n"
-                           "custom_images: {pyext: /srv/pyext, my-app: /srv/app}\n");
+                                          "custom_images: {pyext: /srv/pyext, my-app: /srv/app}\n");
     CHECK_EQ_INT(sbx_config_apply_file(&cfg, path, &err), 0);
     char *py[] = {"III_ALLOWED_IMAGES=py*", NULL};
     CHECK_EQ_INT(sbx_config_apply_env(&cfg, py, &err), 0);
@@ -341,21 +355,31 @@ TEST(allowlist_combinations)
 
 TEST(precedence_file_env_flag)
 {
-    _cleanup_free_ char *path = write_tmp("listen: 10.0.0.1:5000\nmax_concurrent_sandboxes: 5\ndefault_memory_mb: 100\n"
-                           "state_dir: /srv/from-file\n");
+    _cleanup_free_ char *path =
+        write_tmp("listen: 10.0.0.1:5000\nmax_concurrent_sandboxes: 5\ndefault_memory_mb: 100\n"
+                  "state_dir: /srv/from-file\n");
     sbx_config_t cfg;
     sbx_err_t err = SBX_ERR_INIT;
     char *argv[] = {"sandboxd", "--config", path, NULL};
     char *envp[] = {"III_REST_PORT=6000", "III_MAX_SANDBOXES=9", NULL};
     CHECK_EQ_INT(load(&cfg, argv, envp, &err), 0);
     CHECK_EQ_STR(cfg.listen_host, "10.0.0.1");
-    CHECK_EQ_INT(cfg.listen_port, 6000);          /* env over file */
+    CHECK_EQ_INT(cfg.listen_port, 6000);           /* env over file */
     CHECK_EQ_INT(cfg.max_concurrent_sandboxes, 9); /* env over file */
     CHECK_EQ_INT(cfg.default_memory_mb, 100);      /* file over default */
     sbx_config_release(&cfg);
 
-    char *argv2[] = {"sandboxd", "--listen", "7000", "--config=" "/dev/null", "--state-dir", "/srv/flag/",
-                     "--agent", "/opt/agent", "--debug", NULL};
+    char *argv2[] = {"sandboxd",
+                     "--listen",
+                     "7000",
+                     "--config="
+                     "/dev/null",
+                     "--state-dir",
+                     "/srv/flag/",
+                     "--agent",
+                     "/opt/agent",
+                     "--debug",
+                     NULL};
     /* --config=/dev/null: an empty file is fine. */
     CHECK_EQ_INT(load(&cfg, argv2, envp, &err), 0);
     CHECK_EQ_STR(cfg.listen_host, "127.0.0.1");

@@ -25,24 +25,22 @@ static void write_script(const char *path, const char *body)
 
 /* A stand-in for mmdebstrap: counts its runs next to itself, prints progress, creates the
  * target (the argument after the suite) and takes a second. */
-static const char fake_ok[] =
-    "#!/bin/sh\n"
-    "echo run >> \"$(dirname \"$0\")/runs\"\n"
-    "t=''; prev=''\n"
-    "for a in \"$@\"; do [ \"$prev\" = bookworm ] && t=\"$a\"; prev=\"$a\"; done\n"
-    "echo 'I: chroot architecture amd64'\n"
-    "echo 'I: downloading packages...' >&2\n"
-    "mkdir -p \"$t/bin\" \"$t/usr/bin\" \"$t/etc\"\n"
-    "sleep 1\n"
-    "echo '  I: extracting archives  '\n";
+static const char fake_ok[] = "#!/bin/sh\n"
+                              "echo run >> \"$(dirname \"$0\")/runs\"\n"
+                              "t=''; prev=''\n"
+                              "for a in \"$@\"; do [ \"$prev\" = bookworm ] && t=\"$a\"; prev=\"$a\"; done\n"
+                              "echo 'I: chroot architecture amd64'\n"
+                              "echo 'I: downloading packages...' >&2\n"
+                              "mkdir -p \"$t/bin\" \"$t/usr/bin\" \"$t/etc\"\n"
+                              "sleep 1\n"
+                              "echo '  I: extracting archives  '\n";
 
-static const char fake_fail[] =
-    "#!/bin/sh\n"
-    "echo run >> \"$(dirname \"$0\")/runs\"\n"
-    "echo 'I: chroot architecture amd64'\n"
-    "echo 'E: cannot fetch bookworm InRelease   ' >&2\n"
-    "echo '' \n"
-    "exit 1\n";
+static const char fake_fail[] = "#!/bin/sh\n"
+                                "echo run >> \"$(dirname \"$0\")/runs\"\n"
+                                "echo 'I: chroot architecture amd64'\n"
+                                "echo 'E: cannot fetch bookworm InRelease   ' >&2\n"
+                                "echo '' \n"
+                                "exit 1\n";
 
 static int count_runs(const char *dir)
 {
@@ -165,7 +163,12 @@ TEST(preset_without_auto_install_is_s101)
     sbx_image_store_free(st);
 }
 
-struct resolve_arg { sbx_image_store_t *st; char *rootfs; int rc; sbx_err_t err; };
+struct resolve_arg {
+    sbx_image_store_t *st;
+    char *rootfs;
+    int rc;
+    sbx_err_t err;
+};
 
 static void *resolve_python(void *p)
 {

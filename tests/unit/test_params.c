@@ -30,7 +30,8 @@ TEST(ints_accept_numbers_and_numeric_strings)
 
 TEST(numbers_bools_strings)
 {
-    json_t *p = obj("{\"n\": 0.5, \"s\": \"1.5\", \"t\": \"true\", \"b\": false, \"x\": 1, \"str\": \"hi\", \"nul\": null}");
+    json_t *p = obj("{\"n\": 0.5, \"s\": \"1.5\", \"t\": \"true\", \"b\": false, \"x\": 1, \"str\": \"hi\", "
+                    "\"nul\": null}");
     sbx_err_t err = SBX_ERR_INIT;
     double d;
     bool b;
@@ -52,8 +53,9 @@ TEST(env_as_object_or_list)
     sbx_err_t err = SBX_ERR_INIT;
     char **env = NULL;
     size_t n = 0;
-    json_t *p = obj("{\"o\": {\"A\": \"1\", \"B\": \"x=y\"}, \"l\": [\"A=1\", \"B=\"], \"bad1\": [\"NOEQ\"],"
-                    " \"bad2\": [\"=v\"], \"bad3\": {\"A\": 1}, \"bad4\": \"A=1\", \"bad5\": [\"A=\\u0000\"]}");
+    json_t *p =
+        obj("{\"o\": {\"A\": \"1\", \"B\": \"x=y\"}, \"l\": [\"A=1\", \"B=\"], \"bad1\": [\"NOEQ\"],"
+            " \"bad2\": [\"=v\"], \"bad3\": {\"A\": 1}, \"bad4\": \"A=1\", \"bad5\": [\"A=\\u0000\"]}");
     CHECK(sbx_param_env(p, "o", &env, &n, &err) == 1 && n == 2);
     CHECK_EQ_STR(env[0], "A=1");
     CHECK_EQ_STR(env[1], "B=x=y");
@@ -73,7 +75,8 @@ TEST(env_as_object_or_list)
 TEST(string_objects_and_arrays)
 {
     sbx_err_t err = SBX_ERR_INIT;
-    json_t *p = obj("{\"m\": {\"k\": \"v\"}, \"mbad\": {\"k\": 1}, \"a\": [\"x\", \"y\"], \"abad\": [\"x\", 2]}");
+    json_t *p =
+        obj("{\"m\": {\"k\": \"v\"}, \"mbad\": {\"k\": 1}, \"a\": [\"x\", \"y\"], \"abad\": [\"x\", 2]}");
     char *text = NULL;
     CHECK(sbx_param_str_object(p, "m", &text, &err) == 1);
     CHECK_EQ_STR(text, "{\"k\":\"v\"}");
@@ -89,8 +92,11 @@ TEST(string_objects_and_arrays)
 
 TEST(lossy_utf8)
 {
-    json_t *s = sbx_json_lossy_string("ok\xff\xfe" "end", 7);
-    CHECK_EQ_STR(json_string_value(s), "ok\xef\xbf\xbd\xef\xbf\xbd" "end");
+    json_t *s = sbx_json_lossy_string("ok\xff\xfe"
+                                      "end",
+                                      7);
+    CHECK_EQ_STR(json_string_value(s), "ok\xef\xbf\xbd\xef\xbf\xbd"
+                                       "end");
     json_decref(s);
     s = sbx_json_lossy_string("h\xc3\xa9llo \xf0\x9f\x98\x80", 11);
     CHECK_EQ_STR(json_string_value(s), "h\xc3\xa9llo \xf0\x9f\x98\x80");

@@ -260,7 +260,11 @@ TEST(unwritable_path_fails_cleanly)
     CHECK(strstr(err.msg, "/nonexistent-dir/sub/sandboxd.db") != NULL);
 }
 
-struct thr_arg { sbx_store_t *st; int t; int failures; };
+struct thr_arg {
+    sbx_store_t *st;
+    int t;
+    int failures;
+};
 
 static void *insert_many(void *p)
 {

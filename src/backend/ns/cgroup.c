@@ -29,8 +29,7 @@ static const struct {
     const char *name;
     unsigned bit;
 } controllers[] = {
-    {"memory", C_MEMORY}, {"cpu", C_CPU}, {"cpuacct", C_CPUACCT},
-    {"pids", C_PIDS},     {"freezer", C_FREEZER},
+    {"memory", C_MEMORY}, {"cpu", C_CPU}, {"cpuacct", C_CPUACCT}, {"pids", C_PIDS}, {"freezer", C_FREEZER},
 };
 #define REQUIRED (C_MEMORY | C_CPU | C_PIDS)
 
@@ -55,8 +54,8 @@ static bool valid_name(const char *s)
     if (!s || !*s || strlen(s) > 100 || !strcmp(s, ".") || !strcmp(s, ".."))
         return false;
     for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+              *p == '-' || *p == '.'))
             return false;
     return true;
 }
@@ -77,25 +76,26 @@ static const struct hierarchy *find(unsigned ctrl)
 }
 
 /* Path of `file` in the sandbox group of the hierarchy (v1) or of the unified tree. */
-static void group_path(char *out, size_t n, const struct hierarchy *h, const char *id,
-                       const char *file)
+static void group_path(char *out, size_t n, const struct hierarchy *h, const char *id, const char *file)
 {
-    snprintf(out, n, "%s/%s%s%s%s%s", h->mnt, cg.parent, id ? "/" : "", id ? id : "",
-             file ? "/" : "", file ? file : "");
+    snprintf(out, n, "%s/%s%s%s%s%s", h->mnt, cg.parent, id ? "/" : "", id ? id : "", file ? "/" : "",
+             file ? file : "");
 }
 
-static bool file_exists(const char *path) { return access(path, F_OK) == 0; }
+static bool file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
 
-static int write_in(const struct hierarchy *h, const char *id, const char *file,
-                    const char *val, sbx_err_t *err)
+static int write_in(const struct hierarchy *h, const char *id, const char *file, const char *val,
+                    sbx_err_t *err)
 {
     char p[PATH_MAX];
     group_path(p, sizeof p, h, id, file);
     return sbx_write_file(p, val, err);
 }
 
-static int read_u64_in(const struct hierarchy *h, const char *id, const char *file,
-                       uint64_t *out)
+static int read_u64_in(const struct hierarchy *h, const char *id, const char *file, uint64_t *out)
 {
     char p[PATH_MAX];
     group_path(p, sizeof p, h, id, file);
@@ -116,8 +116,8 @@ static int read_u64_in(const struct hierarchy *h, const char *id, const char *fi
 }
 
 /* Finds "key <n>" in a flat keyed file (memory.events, memory.oom_control, cpu.stat). */
-static int read_key_in(const struct hierarchy *h, const char *id, const char *file,
-                       const char *key, uint64_t *out)
+static int read_key_in(const struct hierarchy *h, const char *id, const char *file, const char *key,
+                       uint64_t *out)
 {
     char p[PATH_MAX];
     group_path(p, sizeof p, h, id, file);
@@ -235,8 +235,7 @@ static int v2_enable(const char *dir, sbx_err_t *err)
 int sbx_cgroup_init(const char *parent, sbx_err_t *err)
 {
     if (!valid_name(parent))
-        return sbx_fail(err, SBX_E_INVALID, NULL, "invalid cgroup parent name `%s`",
-                        parent ? parent : "");
+        return sbx_fail(err, SBX_E_INVALID, NULL, "invalid cgroup parent name `%s`", parent ? parent : "");
     memset(&cg, 0, sizeof cg);
     snprintf(cg.parent, sizeof cg.parent, "%s", parent);
     if (detect(err) < 0)
@@ -458,8 +457,8 @@ int sbx_cgroup_destroy(const char *id, sbx_err_t *err)
     return 0;
 }
 
-int sbx_cgroup_stats(const char *id, uint64_t *mem, uint64_t *mem_limit, uint64_t *pids,
-                     uint64_t *cpu_ns, bool *oom_killed, sbx_err_t *err)
+int sbx_cgroup_stats(const char *id, uint64_t *mem, uint64_t *mem_limit, uint64_t *pids, uint64_t *cpu_ns,
+                     bool *oom_killed, sbx_err_t *err)
 {
     if (!cg.version || !valid_name(id))
         return sbx_fail(err, SBX_E_INVALID, NULL, "invalid sandbox id");

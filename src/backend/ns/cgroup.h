@@ -10,9 +10,9 @@
 #include "common/err.h"
 
 typedef struct {
-    uint64_t memory_bytes;   /* 0 = unlimited */
-    double cpus;             /* 0 = unlimited */
-    uint32_t pids_max;       /* 0 = unlimited */
+    uint64_t memory_bytes; /* 0 = unlimited */
+    double cpus;           /* 0 = unlimited */
+    uint32_t pids_max;     /* 0 = unlimited */
 } sbx_cgroup_limits_t;
 
 /* Detects the cgroup layout of the host and creates the parent group `parent` (e.g.
@@ -27,8 +27,8 @@ int sbx_cgroup_attach(const char *id, pid_t pid, sbx_err_t *err);
 /* Kills every process in the group(s), waits until they are gone (bounded), and removes
  * the group(s).  Idempotent: a missing group is success. */
 int sbx_cgroup_destroy(const char *id, sbx_err_t *err);
-int sbx_cgroup_stats(const char *id, uint64_t *mem, uint64_t *mem_limit, uint64_t *pids,
-                     uint64_t *cpu_ns, bool *oom_killed, sbx_err_t *err);
+int sbx_cgroup_stats(const char *id, uint64_t *mem, uint64_t *mem_limit, uint64_t *pids, uint64_t *cpu_ns,
+                     bool *oom_killed, sbx_err_t *err);
 /* Pids of the processes in the sandbox's group (one hierarchy is enough: every group
  * holds the same processes).  Returns the count and a heap array in *pids (NULL if 0). */
 int sbx_cgroup_procs(const char *id, pid_t **pids, sbx_err_t *err);

@@ -19,11 +19,10 @@
 #include <unistd.h>
 
 #define CAPBIT(c) (UINT64_C(1) << (c))
-const uint64_t sbx_child_caps =
-    CAPBIT(CAP_CHOWN) | CAPBIT(CAP_DAC_OVERRIDE) | CAPBIT(CAP_FOWNER) | CAPBIT(CAP_FSETID) |
-    CAPBIT(CAP_KILL) | CAPBIT(CAP_SETGID) | CAPBIT(CAP_SETUID) | CAPBIT(CAP_SETPCAP) |
-    CAPBIT(CAP_NET_BIND_SERVICE) | CAPBIT(CAP_SYS_CHROOT) | CAPBIT(CAP_AUDIT_WRITE) |
-    CAPBIT(CAP_SETFCAP);
+const uint64_t sbx_child_caps = CAPBIT(CAP_CHOWN) | CAPBIT(CAP_DAC_OVERRIDE) | CAPBIT(CAP_FOWNER) |
+                                CAPBIT(CAP_FSETID) | CAPBIT(CAP_KILL) | CAPBIT(CAP_SETGID) |
+                                CAPBIT(CAP_SETUID) | CAPBIT(CAP_SETPCAP) | CAPBIT(CAP_NET_BIND_SERVICE) |
+                                CAPBIT(CAP_SYS_CHROOT) | CAPBIT(CAP_AUDIT_WRITE) | CAPBIT(CAP_SETFCAP);
 
 /* Fixed fds of the agent: the listening socket is its fd 3 (inherited); the agent memfd
  * and the control pipe only live until execveat (close-on-exec). */
@@ -31,13 +30,12 @@ enum { FD_SOCK = 3, FD_AGENT = 4, FD_CTL = 5, FD_FIRST_FREE = 6 };
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 static const char *const dev_links[][2] = {
-    {"/proc/self/fd", "dev/fd"},   {"/proc/self/fd/0", "dev/stdin"},
-    {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
-    {"pts/ptmx", "dev/ptmx"},
+    {"/proc/self/fd", "dev/fd"},       {"/proc/self/fd/0", "dev/stdin"}, {"/proc/self/fd/1", "dev/stdout"},
+    {"/proc/self/fd/2", "dev/stderr"}, {"pts/ptmx", "dev/ptmx"},
 };
 static const char *const proc_masked_files[] = {
-    "proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
-    "proc/sysrq-trigger", "proc/latency_stats",
+    "proc/kcore",       "proc/keys",          "proc/timer_list",
+    "proc/sched_debug", "proc/sysrq-trigger", "proc/latency_stats",
 };
 static const char *const proc_masked_dirs[] = {"proc/acpi", "proc/scsi", "proc/asound"};
 static const char *const proc_readonly[] = {"proc/sys", "proc/bus", "proc/fs", "proc/irq"};
@@ -63,10 +61,10 @@ __attribute__((noreturn)) static void fail(sbx_child_plan_t *p, const char *step
     _exit(1);
 }
 
-#define TRY(p, expr, step)                                                                    \
-    do {                                                                                      \
-        if ((expr) < 0)                                                                       \
-            fail(p, step);                                                                    \
+#define TRY(p, expr, step)                                                                                   \
+    do {                                                                                                     \
+        if ((expr) < 0)                                                                                      \
+            fail(p, step);                                                                                   \
     } while (0)
 
 /* A mount target from the image must be a real directory: a symlink there could point
@@ -96,8 +94,7 @@ static bool exists(const char *path)
 static void setup_dev(sbx_child_plan_t *p)
 {
     TRY(p, ensure_dir("dev", 0755), "mkdir /dev");
-    TRY(p, mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k"),
-        "mount /dev");
+    TRY(p, mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k"), "mount /dev");
     for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
         char dst[32], src[32];
         strcpy(dst, "dev/");
@@ -110,12 +107,12 @@ static void setup_dev(sbx_child_plan_t *p)
         TRY(p, mount(src, dst, NULL, MS_BIND, NULL), "bind /dev node");
     }
     TRY(p, mkdir("dev/pts", 0755), "mkdir /dev/pts");
-    TRY(p, mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                 "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    TRY(p,
+        mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
         "mount /dev/pts");
     TRY(p, mkdir("dev/shm", 01777), "mkdir /dev/shm");
-    TRY(p, mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                 "mode=1777,size=65536k"),
+    TRY(p, mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
         "mount /dev/shm");
     for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++)
         TRY(p, symlink(dev_links[i][0], dev_links[i][1]), "symlink in /dev");
@@ -123,16 +120,14 @@ static void setup_dev(sbx_child_plan_t *p)
 
 static int mount_empty_ro(const char *target)
 {
-    return mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                 "mode=555,size=4k");
+    return mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555,size=4k");
 }
 
 static int bind_ro(const char *path)
 {
     if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0)
         return -1;
-    return mount(NULL, path, NULL,
-                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 }
 
 /* A fresh proc for the new pid namespace.  It must be mounted while the host's /proc is
@@ -142,12 +137,10 @@ static int bind_ro(const char *path)
 static void setup_proc(sbx_child_plan_t *p)
 {
     TRY(p, ensure_dir("proc", 0555), "mkdir /proc");
-    TRY(p, mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
-        "mount /proc");
+    TRY(p, mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount /proc");
     for (size_t i = 0; i < sizeof proc_masked_files / sizeof proc_masked_files[0]; i++)
         if (exists(proc_masked_files[i]))
-            TRY(p, mount("/dev/null", proc_masked_files[i], NULL, MS_BIND, NULL),
-                "mask /proc file");
+            TRY(p, mount("/dev/null", proc_masked_files[i], NULL, MS_BIND, NULL), "mask /proc file");
     for (size_t i = 0; i < sizeof proc_masked_dirs / sizeof proc_masked_dirs[0]; i++)
         if (exists(proc_masked_dirs[i]))
             TRY(p, mount_empty_ro(proc_masked_dirs[i]), "mask /proc dir");
@@ -311,9 +304,8 @@ __attribute__((noreturn)) static void sandbox_init_main(sbx_child_plan_t *p)
     TRY(p, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
     TRY(p, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p->seccomp, 0, 0), "seccomp");
     static char *const argv[] = {"sandbox-agent", "--listen-fd", "3", NULL};
-    static char *const envp[] = {
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-        NULL};
+    static char *const envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                 "HOME=/root", NULL};
     syscall(SYS_execveat, FD_AGENT, "", argv, envp, AT_EMPTY_PATH);
     fail(p, "exec agent");
 }
@@ -336,8 +328,7 @@ void sbx_child_main(sbx_child_plan_t *p)
     if (n != 1)
         _exit(1); /* the parent gave up */
     close(p->go_rd);
-    TRY(p, unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
-                       CLONE_NEWCGROUP),
+    TRY(p, unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP),
         "unshare namespaces");
     pid_t g = fork();
     TRY(p, g, "fork sandbox init");

@@ -31,17 +31,17 @@ typedef struct {
 
 /* Everything C and G need, prepared before fork. */
 typedef struct {
-    int ctl_rd, ctl_wr;     /* control pipe (C, G -> parent), both O_CLOEXEC */
-    int go_rd, go_wr;       /* go pipe (parent -> C), both O_CLOEXEC */
-    int sock_fd;            /* the agent's listening socket, becomes fd 3 */
-    int agent_fd;           /* sealed memfd holding the agent binary */
+    int ctl_rd, ctl_wr; /* control pipe (C, G -> parent), both O_CLOEXEC */
+    int go_rd, go_wr;   /* go pipe (parent -> C), both O_CLOEXEC */
+    int sock_fd;        /* the agent's listening socket, becomes fd 3 */
+    int agent_fd;       /* sealed memfd holding the agent binary */
     pid_t parent_pid;
     const struct sock_fprog *seccomp;
-    char root[PATH_MAX];     /* host path of the sandbox's overlay root */
-    char workdir[PATH_MAX];  /* absolute path inside the sandbox */
+    char root[PATH_MAX];    /* host path of the sandbox's overlay root */
+    char workdir[PATH_MAX]; /* absolute path inside the sandbox */
     char hostname[65];
     struct rlimit nofile;
-    int cap_last;            /* /proc/sys/kernel/cap_last_cap */
+    int cap_last; /* /proc/sys/kernel/cap_last_cap */
 } sbx_child_plan_t;
 
 /* Body of process C (see above).  Never returns. */

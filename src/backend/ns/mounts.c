@@ -30,16 +30,14 @@ int sbx_mounts_private_ns(sbx_err_t *err)
 /* The image as a detached mount tree, read-only and idmapped so that files owned by host
  * uid/gid N appear owned by N inside the sandbox's user namespace (root-owned image files
  * belong to the sandbox's root).  Then attached at lower/. */
-static int mount_lower_idmapped(const char *rootfs, const char *lower, int userns_fd,
-                                sbx_err_t *err)
+static int mount_lower_idmapped(const char *rootfs, const char *lower, int userns_fd, sbx_err_t *err)
 {
     _cleanup_close_ int tree =
         open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (tree < 0)
         return sbx_error(err, errno, "open_tree `%s`", rootfs);
     struct mount_attr attr = {
-        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                    MOUNT_ATTR_NODEV,
+        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         .userns_fd = (uint64_t)userns_fd,
     };
     if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
@@ -56,8 +54,7 @@ static int mount_lower_plain(const char *rootfs, const char *lower, sbx_err_t *e
 {
     if (mount(rootfs, lower, NULL, MS_BIND | MS_REC, NULL) < 0)
         return sbx_error(err, errno, "bind `%s`", rootfs);
-    if (mount(NULL, lower, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-              NULL) < 0) {
+    if (mount(NULL, lower, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
         int e = errno;
         umount2(lower, MNT_DETACH);
         return sbx_error(err, e, "remount `%s` read-only", lower);
@@ -82,8 +79,8 @@ static int mount_rw(const char *rw, uint32_t uid_base, uint64_t disk_mb, sbx_err
     return 0;
 }
 
-int sbx_mounts_setup(const char *dir, const char *rootfs, int userns_fd, uint32_t uid_base,
-                     uint64_t disk_mb, bool *idmapped, sbx_err_t *err)
+int sbx_mounts_setup(const char *dir, const char *rootfs, int userns_fd, uint32_t uid_base, uint64_t disk_mb,
+                     bool *idmapped, sbx_err_t *err)
 {
     char lower[PATH_MAX], rw[PATH_MAX], root[PATH_MAX], opts[3 * PATH_MAX + 64];
     snprintf(lower, sizeof lower, "%s/lower", dir);
@@ -92,8 +89,7 @@ int sbx_mounts_setup(const char *dir, const char *rootfs, int userns_fd, uint32_
     sbx_err_t idmap_err = SBX_ERR_INIT;
     *idmapped = mount_lower_idmapped(rootfs, lower, userns_fd, &idmap_err) == 0;
     if (!*idmapped) {
-        log_warn("idmapped lower layer unavailable (%s); using a plain read-only bind",
-                 idmap_err.msg);
+        log_warn("idmapped lower layer unavailable (%s); using a plain read-only bind", idmap_err.msg);
         if (mount_lower_plain(rootfs, lower, err) < 0)
             return -1;
     }

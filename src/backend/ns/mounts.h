@@ -22,8 +22,8 @@ int sbx_mounts_private_ns(sbx_err_t *err);
  * `userns_fd` is the sandbox's user namespace; *idmapped tells whether the lower layer
  * could be idmapped (if not, it is a plain read-only bind: see docs/isolation.md).  On
  * failure, whatever was mounted is unmounted again.  Returns 0 or -1. */
-int sbx_mounts_setup(const char *dir, const char *rootfs, int userns_fd, uint32_t uid_base,
-                     uint64_t disk_mb, bool *idmapped, sbx_err_t *err);
+int sbx_mounts_setup(const char *dir, const char *rootfs, int userns_fd, uint32_t uid_base, uint64_t disk_mb,
+                     bool *idmapped, sbx_err_t *err);
 
 /* Detaches root/, rw/ and lower/ in `dir` (never following symlinks).  Missing mounts are
  * fine.  Returns 0, or -1 if a mount is still there afterwards. */

@@ -50,8 +50,8 @@ static bool valid_id(const char *id)
     if (!id || !*id || strlen(id) > 64)
         return false;
     for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+              *p == '-'))
             return false;
     return true;
 }
@@ -102,7 +102,8 @@ static int check_path(const char *what, const char *p, sbx_err_t *err)
     if (!p || p[0] != '/' || strpbrk(p, ",:\\\n") || strlen(p) > 200)
         return sbx_fail(err, SBX_E_INVALID, NULL,
                         "%s must be an absolute path of at most 200 bytes without ',' ':' "
-                        "or '\\\\': `%s`", what, p ? p : "");
+                        "or '\\\\': `%s`",
+                        what, p ? p : "");
     return 0;
 }
 
@@ -110,8 +111,7 @@ static int ns_init(const sbx_backend_config_t *cfg, sbx_err_t *err)
 {
     if (ns.ready)
         return sbx_fail(err, SBX_E_CONFLICT, NULL, "namespace backend already initialised");
-    if (check_path("state_dir", cfg->state_dir, err) < 0 ||
-        check_path("run_dir", cfg->run_dir, err) < 0)
+    if (check_path("state_dir", cfg->state_dir, err) < 0 || check_path("run_dir", cfg->run_dir, err) < 0)
         return -1;
     snprintf(ns.state_dir, sizeof ns.state_dir, "%s/sandboxes", cfg->state_dir);
     snprintf(ns.run_dir, sizeof ns.run_dir, "%s/sandboxes", cfg->run_dir);
@@ -231,8 +231,7 @@ static int setup_error(const sbx_child_rec_t *r, sbx_err_t *err)
     char step[sizeof r->step + 1];
     memcpy(step, r->step, sizeof r->step);
     step[sizeof r->step] = '\0';
-    return sbx_fail(err, SBX_E_INTERNAL, NULL, "sandbox setup failed at %s: %s", step,
-                    strerror(r->value));
+    return sbx_fail(err, SBX_E_INTERNAL, NULL, "sandbox setup failed at %s: %s", step, strerror(r->value));
 }
 
 struct creating {
@@ -264,16 +263,14 @@ static int run_handshake(struct creating *cr, sbx_err_t *err)
     if (userns < 0)
         return sbx_error(err, errno, "open `%s`", p);
     bool idmapped;
-    if (sbx_mounts_setup(cr->dir, spec->rootfs, userns, spec->uid_base, spec->disk_mb,
-                         &idmapped, err) < 0)
+    if (sbx_mounts_setup(cr->dir, spec->rootfs, userns, spec->uid_base, spec->disk_mb, &idmapped, err) < 0)
         return sbx_error_wrap(err, "sandbox setup");
     sbx_cgroup_limits_t lim = {
         .memory_bytes = spec->memory_mb * 1024 * 1024,
         .cpus = spec->cpus,
         .pids_max = spec->pids_max,
     };
-    if (sbx_cgroup_create(spec->id, &lim, err) < 0 ||
-        sbx_cgroup_attach(spec->id, cr->c_pid, err) < 0)
+    if (sbx_cgroup_create(spec->id, &lim, err) < 0 || sbx_cgroup_attach(spec->id, cr->c_pid, err) < 0)
         return sbx_error_wrap(err, "sandbox setup");
     if (sbx_write_all(cr->plan.go_wr, "g", 1) < 0)
         return sbx_error(err, errno, "sandbox setup: signal child");
@@ -317,8 +314,7 @@ static int check_spec(const sbx_sandbox_spec_t *spec, sbx_err_t *err)
         return sbx_fail(err, SBX_E_INVALID, NULL, "rootfs must be an absolute path");
     struct stat st;
     if (stat(spec->rootfs, &st) < 0 || !S_ISDIR(st.st_mode))
-        return sbx_fail(err, SBX_E_UNAVAILABLE, NULL, "rootfs `%s` is not a directory",
-                        spec->rootfs);
+        return sbx_fail(err, SBX_E_UNAVAILABLE, NULL, "rootfs `%s` is not a directory", spec->rootfs);
     const char *wd = spec->workdir && *spec->workdir ? spec->workdir : "/";
     if (wd[0] != '/' || strlen(wd) >= PATH_MAX || strstr(wd, "/../") ||
         (strlen(wd) >= 3 && !strcmp(wd + strlen(wd) - 3, "/..")))
@@ -328,8 +324,7 @@ static int check_spec(const sbx_sandbox_spec_t *spec, sbx_err_t *err)
     if ((uint64_t)spec->uid_base + 65536 > UINT32_MAX || spec->uid_base == 0)
         return sbx_fail(err, SBX_E_INVALID, NULL, "uid_base out of range");
     if (spec->network)
-        return sbx_fail(err, SBX_E_INVALID, NULL,
-                        "network access is not supported by this backend yet");
+        return sbx_fail(err, SBX_E_INVALID, NULL, "network access is not supported by this backend yet");
     if (spec->disk_mb == 0)
         return sbx_fail(err, SBX_E_INVALID, NULL, "disk_mb must be positive");
     return 0;
@@ -343,8 +338,7 @@ static void fill_plan(struct creating *cr)
     p->parent_pid = getpid();
     p->seccomp = &ns.seccomp;
     snprintf(p->root, sizeof p->root, "%s/root", cr->dir);
-    snprintf(p->workdir, sizeof p->workdir, "%s",
-             spec->workdir && *spec->workdir ? spec->workdir : "/");
+    snprintf(p->workdir, sizeof p->workdir, "%s", spec->workdir && *spec->workdir ? spec->workdir : "/");
     snprintf(p->hostname, sizeof p->hostname, "%s",
              spec->hostname && *spec->hostname ? spec->hostname : "sandbox");
     p->nofile = ns.nofile;
@@ -365,8 +359,7 @@ static int ns_create(const sbx_sandbox_spec_t *spec, sbx_sandbox_rt_t *rt, sbx_e
     if (check_spec(spec, err) < 0)
         return -1;
     struct creating cr = {.spec = spec, .c_pid = -1, .g_pid = -1};
-    cr.plan = (sbx_child_plan_t){.ctl_rd = -1, .ctl_wr = -1, .go_rd = -1, .go_wr = -1,
-                                 .sock_fd = -1};
+    cr.plan = (sbx_child_plan_t){.ctl_rd = -1, .ctl_wr = -1, .go_rd = -1, .go_wr = -1, .sock_fd = -1};
     sandbox_dir(cr.dir, sizeof cr.dir, spec->id);
     memset(rt, 0, sizeof *rt);
     sock_path(rt->sock_path, sizeof rt->sock_path, spec->id);
@@ -553,8 +546,8 @@ static int ns_stats(const char *id, sbx_sandbox_stats_t *out, sbx_err_t *err)
     if (!ns.ready || !valid_id(id))
         return sbx_fail(err, SBX_E_INVALID, NULL, "invalid sandbox id");
     memset(out, 0, sizeof *out);
-    return sbx_cgroup_stats(id, &out->memory_bytes, &out->memory_limit_bytes, &out->pids,
-                            &out->cpu_usage_ns, &out->oom_killed, err);
+    return sbx_cgroup_stats(id, &out->memory_bytes, &out->memory_limit_bytes, &out->pids, &out->cpu_usage_ns,
+                            &out->oom_killed, err);
 }
 
 static void add_unique(char ***ids, int *n, const char *id)

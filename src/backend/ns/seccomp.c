@@ -31,31 +31,76 @@
  * need a capability the bounding set no longer holds; the filter is the second wall. */
 static const char *const denied[] = {
     /* mounts and namespaces */
-    "mount", "umount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick",
-    "open_tree", "move_mount", "mount_setattr", "unshare", "setns",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "unshare",
+    "setns",
     /* file handles bypass path-based access checks (the "shocker" escape) */
-    "open_by_handle_at", "name_to_handle_at",
+    "open_by_handle_at",
+    "name_to_handle_at",
     /* kernel and machine management */
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "create_module", "query_module", "get_kernel_syms", "acct", "swapon", "swapoff",
-    "reboot", "syslog", "quotactl", "quotactl_fd", "lookup_dcookie", "nfsservctl",
-    "uselib", "ustat", "sysfs", "_sysctl", "iopl", "ioperm", "vhangup",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "query_module",
+    "get_kernel_syms",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "syslog",
+    "quotactl",
+    "quotactl_fd",
+    "lookup_dcookie",
+    "nfsservctl",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "iopl",
+    "ioperm",
+    "vhangup",
     /* time is host-wide */
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
     /* large attack surfaces */
-    "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "fanotify_init",
+    "bpf",
+    "perf_event_open",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "fanotify_init",
     /* other processes' memory and files */
-    "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "kcmp",
 };
 
 static const unsigned long ns_clone_flags[] = {
-    CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
-    CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
+    CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
 };
 
-static int add(scmp_filter_ctx ctx, uint32_t action, int nr, unsigned cnt,
-               const struct scmp_arg_cmp *cmp, const char *what, sbx_err_t *err)
+static int add(scmp_filter_ctx ctx, uint32_t action, int nr, unsigned cnt, const struct scmp_arg_cmp *cmp,
+               const char *what, sbx_err_t *err)
 {
     int rc = seccomp_rule_add_array(ctx, action, nr, cnt, cmp);
     if (rc < 0)
@@ -76,8 +121,7 @@ static int add_rules(scmp_filter_ctx ctx, sbx_err_t *err)
     /* clone with any namespace flag; clone3 passes its flags in memory the filter cannot
      * read, so it fails with ENOSYS and libc falls back to clone. */
     for (size_t i = 0; i < SBX_ARRAY_LEN(ns_clone_flags); i++) {
-        struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, ns_clone_flags[i],
-                                        ns_clone_flags[i]);
+        struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, ns_clone_flags[i], ns_clone_flags[i]);
         if (add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1, &c, "clone", err) < 0)
             return -1;
     }
@@ -141,8 +185,7 @@ static int export_bpf(scmp_filter_ctx ctx, struct sock_fprog *prog, sbx_err_t *e
         return sbx_error(err, -rc, "seccomp_export_bpf");
     off_t size = lseek(fd, 0, SEEK_END);
     if (size <= 0 || size % sizeof(struct sock_filter) != 0)
-        return sbx_error(err, EINVAL, "exported seccomp program has size %lld",
-                         (long long)size);
+        return sbx_error(err, EINVAL, "exported seccomp program has size %lld", (long long)size);
     size_t n_gen = (size_t)size / sizeof(struct sock_filter);
     size_t n_pre = SBX_ARRAY_LEN(personality_prefix);
     if (n_gen + n_pre > BPF_MAXINSNS)
