@@ -351,7 +351,7 @@ static int h_metrics(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp,
     return 0;
 }
 
-const sbx_route_t sbx_rest_routes[] = {
+static const sbx_route_t sbx_rest_routes[] = {
     {"GET", "/health", h_health, true, SBX_DIALECT_REST},
     {"GET", "/{prefix}/health", h_health, true, SBX_DIALECT_REST},
     {"POST", "/{prefix}/sandboxes", h_create, false, SBX_DIALECT_REST},
@@ -362,4 +362,4 @@ const sbx_route_t sbx_rest_routes[] = {
     {"GET", "/{prefix}/images/:name", h_image, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/metrics", h_metrics, false, SBX_DIALECT_REST},
 };
-const size_t sbx_rest_nroutes = SBX_ARRAY_LEN(sbx_rest_routes);
+const sbx_route_table_t sbx_rest_table = {sbx_rest_routes, SBX_ARRAY_LEN(sbx_rest_routes)};

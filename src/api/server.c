@@ -17,6 +17,11 @@ struct sbx_api {
     char prefix[128]; /* "/sandbox" */
 };
 
+/* Every surface served on the listener, matched in this order. */
+static const sbx_route_table_t *const tables[] = {
+    &sbx_rest_table,
+};
+
 typedef struct {
     char *body;
     size_t len, cap;
@@ -124,6 +129,45 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
     return ret;
 }
 
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    sbx_http_resp_t *r = cls;
+    long n = r->stream_fn(r->stream_cls, pos, buf, max);
+    if (n == SBX_STREAM_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return (ssize_t)n;
+}
+
+static void stream_done(void *cls)
+{
+    sbx_http_resp_t *r = cls;
+    if (r->stream_free)
+        r->stream_free(r->stream_cls);
+    free(r);
+}
+
+/* A raw or streamed body, with the handler's content type and extra headers. */
+static enum MHD_Result send_body(struct MHD_Connection *c, sbx_http_resp_t *resp)
+{
+    struct MHD_Response *r;
+    if (resp->stream_fn) {
+        sbx_http_resp_t *copy = xmalloc(sizeof *copy);
+        *copy = *resp;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, copy, stream_done);
+    } else {
+        r = MHD_create_response_from_buffer(resp->raw_len, resp->raw, MHD_RESPMEM_MUST_FREE);
+    }
+    MHD_add_response_header(r, "Content-Type", resp->content_type ? resp->content_type : "application/json");
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    for (int i = 0; i < 4 && resp->header_name[i]; i++)
+        MHD_add_response_header(r, resp->header_name[i], resp->header_value[i]);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *c, sbx_dialect_t d, int status, const sbx_err_t *err)
 {
     return send_json(c, status, error_body(d, status, err));
@@ -161,39 +205,41 @@ static const sbx_route_t *match_route(sbx_api_t *api, const char *method, const 
     if (n < 0)
         return NULL;
     const char *prefix = api->prefix + 1; /* without the leading slash */
-    for (size_t r = 0; r < sbx_rest_nroutes; r++) {
-        const sbx_route_t *rt = &sbx_rest_routes[r];
-        char pat[256];
-        snprintf(pat, sizeof pat, "%s", rt->pattern);
-        char *pseg[16];
-        int pn = split_path(pat, pseg, 16);
-        if (pn != n)
-            continue;
-        int np = 0;
-        bool ok = true;
-        for (int i = 0; i < n && ok; i++) {
-            if (!strcmp(pseg[i], "{prefix}"))
-                ok = !strcmp(seg[i], prefix);
-            else if (pseg[i][0] == ':')
-                req->path_params[np < 4 ? np++ : 3] = seg[i];
-            else
-                ok = !strcmp(pseg[i], seg[i]);
+    for (size_t t = 0; t < SBX_ARRAY_LEN(tables); t++) {
+        for (size_t r = 0; r < tables[t]->n; r++) {
+            const sbx_route_t *rt = &tables[t]->routes[r];
+            char pat[256];
+            snprintf(pat, sizeof pat, "%s", rt->pattern);
+            char *pseg[16];
+            int pn = split_path(pat, pseg, 16);
+            if (pn != n)
+                continue;
+            int np = 0;
+            bool ok = true;
+            for (int i = 0; i < n && ok; i++) {
+                if (!strcmp(pseg[i], "{prefix}"))
+                    ok = !strcmp(seg[i], prefix);
+                else if (pseg[i][0] == ':')
+                    req->path_params[np < 4 ? np++ : 3] = seg[i];
+                else
+                    ok = !strcmp(pseg[i], seg[i]);
+            }
+            if (!ok)
+                continue;
+            if (strcmp(rt->method, method) != 0) {
+                *path_known = true;
+                continue;
+            }
+            req->n_path_params = np;
+            /* Path parameter names, in pattern order, go into the merged params. */
+            int k = 0;
+            snprintf(pat, sizeof pat, "%s", rt->pattern);
+            pn = split_path(pat, pseg, 16);
+            for (int i = 0; i < pn; i++)
+                if (pseg[i][0] == ':' && k < np)
+                    json_object_set_new(req->params, pseg[i] + 1, json_string(req->path_params[k++]));
+            return rt;
         }
-        if (!ok)
-            continue;
-        if (strcmp(rt->method, method) != 0) {
-            *path_known = true;
-            continue;
-        }
-        req->n_path_params = np;
-        /* Path parameter names, in pattern order, go into the merged params. */
-        int k = 0;
-        snprintf(pat, sizeof pat, "%s", rt->pattern);
-        pn = split_path(pat, pseg, 16);
-        for (int i = 0; i < pn; i++)
-            if (pseg[i][0] == ':' && k < np)
-                json_object_set_new(req->params, pseg[i] + 1, json_string(req->path_params[k++]));
-        return rt;
     }
     return NULL;
 }
@@ -290,6 +336,9 @@ static enum MHD_Result dispatch(sbx_api_t *api, struct MHD_Connection *c, const 
     sbx_http_resp_t resp = {.status = 200};
     if (rt->fn(api, &req, &resp, &err) < 0) {
         json_decref(resp.json);
+        free(resp.raw);
+        if (resp.stream_free)
+            resp.stream_free(resp.stream_cls);
         int status = sbx_api_status_for(&err);
         if (status >= 500 && err.kind != SBX_E_LIMIT && err.kind != SBX_E_UNAVAILABLE)
             log_error("%s %s: %s", method, url, err.msg);
@@ -299,6 +348,9 @@ static enum MHD_Result dispatch(sbx_api_t *api, struct MHD_Connection *c, const 
         struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
         ret = MHD_queue_response(c, 204, r);
         MHD_destroy_response(r);
+    } else if (resp.stream_fn || resp.raw) {
+        json_decref(resp.json);
+        ret = send_body(c, &resp);
     } else {
         ret = send_json(c, resp.status, resp.json ? resp.json : json_object());
     }

@@ -31,10 +31,29 @@ typedef struct {
     int n_path_params;
 } sbx_http_req_t;
 
-/* A handler's answer: a JSON value (owned) with a status. */
+/* Produces a streamed body: fills buf with up to max bytes and returns the count, or
+ * SBX_STREAM_END when the body is complete, or SBX_STREAM_ERROR to abort the connection.
+ * It runs on the connection's own thread and may block. */
+#define SBX_STREAM_END (-1)
+#define SBX_STREAM_ERROR (-2)
+typedef long (*sbx_stream_fn)(void *cls, uint64_t pos, char *buf, size_t max);
+typedef void (*sbx_stream_free_fn)(void *cls);
+
+/* A handler's answer: a JSON value (owned) with a status, or raw bytes, or a stream. */
 typedef struct {
     int status;
     json_t *json;
+    /* Raw body (owned, freed with free()) used instead of json when set. */
+    char *raw;
+    size_t raw_len;
+    /* Streamed body used instead of json when stream_fn is set; stream_free runs when the
+     * response is done or the client went away. */
+    sbx_stream_fn stream_fn;
+    void *stream_cls;
+    sbx_stream_free_fn stream_free;
+    const char *content_type;   /* default application/json */
+    const char *header_name[4]; /* extra headers (static or owned by stream_cls) */
+    const char *header_value[4];
 } sbx_http_resp_t;
 
 typedef int (*sbx_route_fn)(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err);
@@ -59,8 +78,12 @@ sbx_core_t *sbx_api_core(sbx_api_t *api);
 /* Maps an error to its HTTP status. */
 int sbx_api_status_for(const sbx_err_t *err);
 
-/* The routes of each surface (rest.c). */
-extern const sbx_route_t sbx_rest_routes[];
-extern const size_t sbx_rest_nroutes;
+/* A surface's routes; server.c lists every table it serves. */
+typedef struct {
+    const sbx_route_t *routes;
+    size_t n;
+} sbx_route_table_t;
+
+extern const sbx_route_table_t sbx_rest_table; /* rest.c: /sandbox lifecycle and exec */
 
 #endif
