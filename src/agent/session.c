@@ -2,6 +2,9 @@
 #include "agent/session.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -48,6 +51,38 @@ static void run_exec(int sock, const uint8_t *payload, size_t len)
     sbx_exec_req_release(&req);
 }
 
+/* Signals one process of the sandbox.  Processes run as the sandbox's users, so the agent
+ * (root inside) may signal any of them, but never itself: PID 1 must not be taken down. */
+static void run_kill(int sock, const uint8_t *payload, size_t len)
+{
+    sbx_field_iter_t it;
+    sbx_field_t f;
+    int64_t pid = 0, signo = 0;
+    sbx_field_iter_init(&it, payload, len);
+    int r;
+    while ((r = sbx_field_next(&it, &f)) == 1) {
+        if (f.tag == SBX_TAG_PID && sbx_field_int(&f, &pid) < 0)
+            r = -1;
+        if (f.tag == SBX_TAG_SIGNO && sbx_field_int(&f, &signo) < 0)
+            r = -1;
+        if (r < 0)
+            break;
+    }
+    if (r < 0 || pid <= 1 || pid > INT32_MAX || signo < 0 || signo > 64) {
+        sbx_agent_send_error(sock, EINVAL, "KILL needs a pid above 1 and a signal from 0 to 64");
+        return;
+    }
+    if (kill((pid_t)pid, (int)signo) < 0) {
+        sbx_agent_send_error(sock, errno, "kill %lld: %s", (long long)pid, strerror(errno));
+        return;
+    }
+    sbx_msg_t m = {0};
+    sbx_exit_info_t info = {0};
+    sbx_exit_encode(&m, &info);
+    sbx_msg_send(sock, &m);
+    sbx_msg_release(&m);
+}
+
 void sbx_agent_session_run(int sock)
 {
     for (;;) {
@@ -65,6 +100,8 @@ void sbx_agent_session_run(int sock)
         }
         if (hdr.type == SBX_MSG_EXEC)
             run_exec(sock, payload, hdr.len);
+        else if (hdr.type == SBX_MSG_KILL)
+            run_kill(sock, payload, hdr.len);
         else
             sbx_agent_send_error(sock, EPROTO, "unexpected message type %u", hdr.type);
         free(payload);

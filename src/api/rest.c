@@ -213,103 +213,6 @@ static int h_delete(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, 
     return 0;
 }
 
-static int h_exec(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
-{
-    const sbx_config_t *cfg = sbx_core_config(sbx_api_core(api));
-    json_t *p = req->params;
-    const char *command = NULL, *cmd = NULL, *cwd = NULL, *workdir = NULL, *stdin_b64 = NULL;
-    char **args = NULL, **argv = NULL, **env = NULL;
-    size_t nargs = 0, n_env = 0, stdin_len = 0;
-    unsigned char *stdin_data = NULL;
-    int64_t timeout_s = 0, timeout_ms = 0;
-    int rc = -1;
-    if (sbx_param_str(p, "command", &command, err) < 0 || sbx_param_str(p, "cmd", &cmd, err) < 0 ||
-        sbx_param_strv(p, "args", &args, &nargs, err) < 0 || sbx_param_str(p, "cwd", &cwd, err) < 0 ||
-        sbx_param_str(p, "workdir", &workdir, err) < 0 || sbx_param_str(p, "stdin", &stdin_b64, err) < 0 ||
-        sbx_param_env(p, "env", &env, &n_env, err) < 0)
-        goto out;
-    int has_s = sbx_param_int(p, "timeout", 0, INT_MAX, &timeout_s, err);
-    int has_ms = has_s < 0 ? -1 : sbx_param_int(p, "timeout_ms", 0, INT64_MAX / 2, &timeout_ms, err);
-    if (has_s < 0 || has_ms < 0)
-        goto out;
-    if (command && cmd) {
-        sbx_fail(err, SBX_E_INVALID, "S001", "give either command (a shell string) or cmd + args, not both");
-        goto out;
-    }
-    if (command) {
-        if (!*command || strlen(command) != json_string_length(json_object_get(p, "command"))) {
-            sbx_fail(err, SBX_E_INVALID, "S001",
-                     *command ? "command must not contain NUL bytes" : "command is required");
-            goto out;
-        }
-        argv = xcalloc(4, sizeof(char *));
-        argv[0] = xstrdup("sh");
-        argv[1] = xstrdup("-c");
-        argv[2] = xstrdup(command);
-    } else if (cmd && *cmd) {
-        if (strlen(cmd) != json_string_length(json_object_get(p, "cmd"))) {
-            sbx_fail(err, SBX_E_INVALID, "S001", "cmd must not contain NUL bytes");
-            goto out;
-        }
-        argv = xcalloc(nargs + 2, sizeof(char *));
-        argv[0] = xstrdup(cmd);
-        for (size_t i = 0; i < nargs; i++)
-            argv[i + 1] = xstrdup(args[i]);
-    } else {
-        sbx_fail(err, SBX_E_INVALID, "S001", "command is required (or cmd with args)");
-        goto out;
-    }
-    if (stdin_b64) {
-        stdin_data = sbx_base64_decode(stdin_b64, strlen(stdin_b64), &stdin_len);
-        if (!stdin_data) {
-            sbx_fail(err, SBX_E_INVALID, "S001", "stdin must be base64");
-            goto out;
-        }
-    }
-    int64_t cap_ms = cfg->max_cmd_timeout_secs * 1000;
-    int64_t t = has_ms ? timeout_ms : has_s ? timeout_s * 1000 : cap_ms;
-    if (t > cap_ms)
-        t = cap_ms;
-    if (t <= 0)
-        t = 1; /* a zero budget times out at once, as the reference does */
-
-    sbx_exec_params_t ep = {
-        .argv = argv,
-        .env = env,
-        .n_env = n_env,
-        .cwd = cwd ? cwd : workdir,
-        .stdin_data = stdin_data,
-        .stdin_len = stdin_len,
-        .timeout_ms = t,
-    };
-    sbx_exec_result_t res;
-    if (sbx_core_exec(sbx_api_core(api), req->path_params[0], &ep, &res, err) < 0)
-        goto out;
-    json_t *j = json_object();
-    json_t *code = res.exited ? json_integer(res.exit_code) : json_null();
-    json_object_set_new(j, "exitCode", res.exited ? json_integer(res.exit_code) : json_integer(-1));
-    json_object_set_new(j, "exit_code", code);
-    json_object_set_new(j, "stdout", sbx_json_lossy_string(res.out, res.out_len));
-    json_object_set_new(j, "stderr", sbx_json_lossy_string(res.errout, res.err_len));
-    json_object_set_new(j, "duration", json_integer(res.duration_ms));
-    json_object_set_new(j, "duration_ms", json_integer(res.duration_ms));
-    json_object_set_new(j, "timed_out", json_boolean(res.timed_out));
-    json_object_set_new(j, "success", json_boolean(res.exited && res.exit_code == 0 && !res.timed_out));
-    if (res.signo)
-        json_object_set_new(j, "signal", json_integer(res.signo));
-    if (res.out_truncated || res.err_truncated)
-        json_object_set_new(j, "truncated", json_true());
-    sbx_exec_result_release(&res);
-    resp->json = j;
-    rc = 0;
-out:
-    sbx_strv_free(args);
-    sbx_strv_free(argv);
-    sbx_strv_free(env);
-    free(stdin_data);
-    return rc;
-}
-
 static const char *image_state_name(sbx_image_state_t s)
 {
     switch (s) {
@@ -358,7 +261,6 @@ static const sbx_route_t sbx_rest_routes[] = {
     {"GET", "/{prefix}/sandboxes", h_list, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/sandboxes/:id", h_get, false, SBX_DIALECT_REST},
     {"DELETE", "/{prefix}/sandboxes/:id", h_delete, false, SBX_DIALECT_REST},
-    {"POST", "/{prefix}/sandboxes/:id/exec", h_exec, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/images/:name", h_image, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/metrics", h_metrics, false, SBX_DIALECT_REST},
 };

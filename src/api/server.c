@@ -19,7 +19,7 @@ struct sbx_api {
 
 /* Every surface served on the listener, matched in this order. */
 static const sbx_route_table_t *const tables[] = {
-    &sbx_rest_table,
+    &sbx_rest_table, &sbx_rest_exec_table, &sbx_v1_table, &sbx_queue_table, &sbx_fn_table,
 };
 
 typedef struct {

@@ -84,6 +84,10 @@ typedef struct {
     size_t n;
 } sbx_route_table_t;
 
-extern const sbx_route_table_t sbx_rest_table; /* rest.c: /sandbox lifecycle and exec */
+extern const sbx_route_table_t sbx_rest_table;      /* rest.c: /sandbox lifecycle, images, metrics */
+extern const sbx_route_table_t sbx_rest_exec_table; /* rest_exec.c: exec, stream, background, signals */
+extern const sbx_route_table_t sbx_v1_table;        /* v1.c: /v1 lifecycle and commands */
+extern const sbx_route_table_t sbx_queue_table;     /* rest_queue.c: /sandbox job queue */
+extern const sbx_route_table_t sbx_fn_table;        /* functions.c: POST /functions/<function_id> */
 
 #endif

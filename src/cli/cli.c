@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -103,4 +104,50 @@ int sbx_cli_call(const sbx_cli_t *cli, const char *method, const char *path, jso
     }
     *out = steal_pointer(&resp.body);
     return 0;
+}
+
+volatile sig_atomic_t sbx_cli_signals;
+volatile sig_atomic_t sbx_cli_last_signal;
+static volatile sig_atomic_t notify_fd = -1;
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    sbx_cli_last_signal = sig;
+    sbx_cli_signals++;
+    int fd = notify_fd;
+    if (fd >= 0) {
+        unsigned char b = (unsigned char)sig;
+        /* A full pipe already holds enough wake-ups; the count above still moves on. */
+        ssize_t n = write(fd, &b, 1);
+        (void)n;
+    }
+    errno = saved;
+}
+
+void sbx_cli_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+void sbx_cli_signal_notify(int fd)
+{
+    notify_fd = fd;
+}
+
+int sbx_cli_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }

@@ -4,6 +4,8 @@
 #define SBX_CLI_CLI_H
 
 #include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 
 #include "cli/http.h"
@@ -54,5 +56,24 @@ void sbx_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * request was cancelled (nothing printed). */
 int sbx_cli_call(const sbx_cli_t *cli, const char *method, const char *path, json_t *body, int fail_code,
                  json_t **out);
+
+/* SIGINT and SIGTERM while a sandbox or a command is in flight.  Once caught, the
+ * handler counts them and remembers the latest; while a notification fd is set it also
+ * writes each signal's number there as one byte, so a thread can act on it (a signal
+ * handler cannot make HTTP requests). */
+extern volatile sig_atomic_t sbx_cli_signals;     /* how many arrived */
+extern volatile sig_atomic_t sbx_cli_last_signal; /* the latest one */
+
+/* Installs the handler for SIGINT and SIGTERM (again is harmless).  It does not restart
+ * interrupted system calls, so a blocked poll() wakes up. */
+void sbx_cli_catch_signals(void);
+
+/* Sets the fd the handler writes to, or -1 for none.  The fd should be the non-blocking
+ * write end of a pipe; the caller keeps it open until it sets -1 again. */
+void sbx_cli_signal_notify(int fd);
+
+/* Starts a thread with SIGINT and SIGTERM blocked, so the handler always runs on the main
+ * thread and interrupts its requests.  Returns 0 or an errno value. */
+int sbx_cli_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif

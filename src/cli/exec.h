@@ -1,5 +1,10 @@
-/* `sandbox exec`: run one command in a running sandbox, relay its output and exit with
- * its exit code.  The exec step is shared with `sandbox run`. */
+/* `sandbox exec`: run one command in a running sandbox, relay its output live and exit
+ * with its exit code.  The exec step is shared with `sandbox run`.
+ *
+ * The command runs through POST /sandbox/sandboxes/:id/exec/stream, whose Server-Sent
+ * Events carry its stdout and stderr (base64) in the order produced and then its exit.
+ * While it runs, SIGINT and SIGTERM sent to the CLI are forwarded to it through
+ * /exec/signal, and with -i our stdin is forwarded chunk by chunk through /exec/stdin. */
 #ifndef SBX_CLI_EXEC_H
 #define SBX_CLI_EXEC_H
 
@@ -13,8 +18,7 @@ typedef struct {
     int ncmd;
     sbx_strv_t env;       /* KEY=VAL entries */
     long long timeout_ms; /* -1 = not given */
-    bool use_stdin;       /* -i: send our stdin */
-    char *stdin_b64;      /* owned; filled by sbx_exec_read_stdin() */
+    bool use_stdin;       /* -i: forward our stdin while the command runs */
 } sbx_exec_opts_t;
 
 void sbx_exec_opts_init(sbx_exec_opts_t *o);
@@ -24,14 +28,16 @@ void sbx_exec_opts_release(sbx_exec_opts_t *o);
  * not, SBX_EXIT_USAGE after printing a usage error for a bad value. */
 int sbx_exec_apply_flag(sbx_exec_opts_t *o, const char *cmd, int id, const char *flag, const char *value);
 
-/* With -i, reads all of stdin and keeps it base64-encoded; does nothing otherwise (stdin
- * may be a pipe nobody writes to).  Returns 0 or SBX_EXIT_FAIL after printing why. */
-int sbx_exec_read_stdin(sbx_exec_opts_t *o);
-
-/* Runs the command in sandbox `id` and copies its stdout and stderr to ours.  On success
- * returns 0 and the exit code to leave with in *exit_out (the child's, or 124 when it
- * timed out).  Otherwise prints the error and returns SBX_EXIT_DAEMON, or -1 if the
- * request was cancelled. */
+/* Runs the command in sandbox `id` and writes its stdout and stderr to ours as they
+ * arrive.  Installs the CLI's SIGINT/SIGTERM handler: the first signal is forwarded to
+ * the command, the second sends it SIGKILL, and the third stops waiting.  Without -i our
+ * stdin is never read (it may be a pipe nobody writes to).
+ *
+ * When the command ended, returns 0 and the exit code to leave with in *exit_out (the
+ * child's, 124 when it timed out, 128+N when signal N ended it without an exit code, or
+ * 141 when our stdout or stderr became a broken pipe and the CLI stopped reading).
+ * Otherwise prints the error and returns SBX_EXIT_DAEMON (the daemon refused, could not
+ * be reached, or the stream ended before the exit event), or -1 after the third signal. */
 int sbx_exec_command(sbx_cli_t *cli, const char *id, const sbx_exec_opts_t *o, int *exit_out);
 
 extern const char sbx_exec_usage[];

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <signal.h>
+#include <stdbool.h>
 
 #include "common/err.h"
 
@@ -43,6 +44,26 @@ int sbx_http_request(const sbx_http_t *c, const char *method, const char *path, 
                      sbx_http_resp_t *resp, sbx_err_t *err);
 
 void sbx_http_resp_release(sbx_http_resp_t *resp);
+
+/* Where a streamed answer goes.  Both callbacks run on the calling thread, inside
+ * sbx_http_stream(). */
+typedef struct {
+    /* Called for each header of the answer, name and value with surrounding blanks
+     * removed (borrowed for the call).  May be NULL. */
+    void (*on_header)(void *ud, const char *name, const char *value);
+    /* Called with the body of a 2xx answer piece by piece, as it arrives.  Returns true
+     * to keep reading, false to end the request there (which is not an error). */
+    bool (*on_data)(void *ud, const char *data, size_t len);
+    void *ud;
+} sbx_http_sink_t;
+
+/* Like sbx_http_request(), but the body of a 2xx answer is handed to `sink` as it
+ * arrives instead of being collected (resp->body stays NULL then); the body of any other
+ * answer is collected and parsed as usual.  `accept` is the Accept header to send.
+ * Returns SBX_HTTP_ENET also when the connection breaks in the middle of the body; then
+ * resp->status already holds the answer's status. */
+int sbx_http_stream(const sbx_http_t *c, const char *method, const char *path, json_t *body,
+                    const char *accept, const sbx_http_sink_t *sink, sbx_http_resp_t *resp, sbx_err_t *err);
 
 /* Returns a newly allocated percent-encoded copy of `s`, safe as one path segment. */
 char *sbx_http_escape(const char *s);

@@ -1,7 +1,6 @@
 #include "cli/progress.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -137,14 +136,7 @@ sbx_progress_t *sbx_progress_start(const sbx_cli_t *cli, const char *image)
     snprintf(p->status, sizeof p->status, "starting sandbox…");
 
     /* Signals belong to the main thread, which owns the cleanup they trigger. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int rc = pthread_create(&p->thread, NULL, progress_main, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
+    if (sbx_cli_thread_start(&p->thread, progress_main, p) != 0) {
         free(p->image_path);
         free(p->image);
         free(p);

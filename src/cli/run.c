@@ -12,9 +12,11 @@
 const char sbx_run_usage[] =
     "Usage: sandbox run <image> [flags] [--] <cmd> [args...]\n"
     "\n"
-    "Create a sandbox, run one command in it, then stop it. Exits with the command's\n"
-    "exit code (124 if --timeout expired, 125 if the sandbox could not be created or\n"
-    "the command could not be started). The sandbox is stopped even on Ctrl-C.\n"
+    "Create a sandbox, run one command in it, then stop it. The command's stdout and\n"
+    "stderr go to ours as it writes them. Exits with the command's exit code (124 if\n"
+    "--timeout expired, 125 if the sandbox could not be created or the command could\n"
+    "not be started). Ctrl-C while the command runs is forwarded to it (a second one\n"
+    "kills it, a third stops waiting); the sandbox is stopped in every case.\n"
     "\n"
     "Flags:\n"
     "  --cpus N               CPUs, fractional allowed (default 1)\n"
@@ -24,33 +26,13 @@ const char sbx_run_usage[] =
     "  --network              enable guest network access (default: daemon policy)\n"
     "  -e, --env KEY=VAL      environment variable; repeatable; entries without '=' are skipped\n"
     "  --timeout DUR          kill the command after this long (30s, 5m, 500ms)\n"
-    "  -i, --stdin            send all of our stdin to the command\n"
+    "  -i, --stdin            forward our stdin to the command while it runs\n"
     "  --port P               reach the daemon at http://127.0.0.1:P\n"
     "  --url URL              reach the daemon at URL (default $SANDBOXD_URL or " SBX_CLI_DEFAULT_URL ")\n"
     "  -h, --help             show this help\n"
     "\n"
     "Example:\n"
     "  sandbox run python --cpus 2 --memory 512 -- python3 -c 'print(2 ** 10)'\n";
-
-static volatile sig_atomic_t interrupts;
-static volatile sig_atomic_t last_signal;
-
-static void on_signal(int sig)
-{
-    last_signal = sig;
-    interrupts++;
-}
-
-static void catch_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    /* No SA_RESTART: a blocked poll() should wake up and let curl notice. */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
 
 typedef struct {
     sbx_create_opts_t create;
@@ -117,34 +99,40 @@ static int parse(sbx_cli_t *cli, run_opts_t *o, int argc, char **argv)
 static int create_exec_stop(sbx_cli_t *cli, run_opts_t *o)
 {
     _cleanup_free_ char *id = NULL;
-    catch_signals();
-    cli->http.cancel = &interrupts;
+    sbx_cli_catch_signals();
+    cli->http.cancel = &sbx_cli_signals;
     /* A first signal during create lets the request finish so the new sandbox can be
      * removed; a second one abandons it. */
     cli->http.cancel_after = 2;
     int rc = sbx_create_sandbox(cli, &o->create, &id);
+    cli->http.cancel_after = 0;
     if (rc < 0) {
         sbx_cli_error("interrupted while the sandbox was starting; it may be left behind "
                       "(see `sandbox list`)");
-        return 128 + last_signal;
+        return 128 + sbx_cli_last_signal;
     }
     if (rc != 0)
         return rc;
 
+    /* While the command runs, signals go to it and its exit code is ours (see
+     * sbx_exec_command); only a signal before it starts, or the third one, makes us give
+     * up on it. */
+    bool interrupted = sbx_cli_signals > 0;
     int code = SBX_EXIT_DAEMON;
-    if (!interrupts) {
-        cli->http.cancel_after = 1;
+    if (!interrupted) {
         rc = sbx_exec_command(cli, id, &o->exec, &code);
         if (rc > 0)
             code = rc;
+        interrupted = rc < 0;
     }
-
-    cli->http.cancel_after = 0;
-    if (interrupts && cli->tty)
-        fprintf(stderr, "sandbox: interrupted, stopping sandbox %s\n", id);
+    if (interrupted) {
+        code = 128 + sbx_cli_last_signal;
+        if (cli->tty)
+            fprintf(stderr, "sandbox: interrupted, stopping sandbox %s\n", id);
+    }
     if (sbx_stop_sandbox(cli, id) != 0)
         sbx_cli_error("sandbox %s may still be running; stop it with `sandbox stop %s`", id, id);
-    return interrupts ? 128 + last_signal : code;
+    return code;
 }
 
 int sbx_cmd_run(sbx_cli_t *cli, int argc, char **argv)
@@ -153,7 +141,7 @@ int sbx_cmd_run(sbx_cli_t *cli, int argc, char **argv)
     sbx_create_opts_init(&o.create);
     sbx_exec_opts_init(&o.exec);
     int rc = parse(cli, &o, argc, argv);
-    if (rc < 0 && (rc = sbx_exec_read_stdin(&o.exec)) == 0)
+    if (rc < 0)
         rc = create_exec_stop(cli, &o);
     sbx_exec_opts_release(&o.exec);
     sbx_create_opts_release(&o.create);

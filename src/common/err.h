@@ -25,7 +25,7 @@ typedef enum {
 typedef struct {
     sbx_err_kind_t kind;
     int errnum;
-    char code[8];
+    char code[24];
     char msg[1024];
 } sbx_err_t;
 

@@ -100,6 +100,11 @@ void sbx_config_defaults(sbx_config_t *cfg)
     cfg->default_pids_max = 1024;
     cfg->stopped_retention_secs = 300;
     cfg->reaper_interval_secs = 10;
+    cfg->max_exec_output_bytes = 1 << 20;
+    cfg->max_background_secs = 86400;
+    cfg->function_exec_concurrency = 1;
+    cfg->queue_workers = 4;
+    cfg->queue_retry_base_ms = 1000;
 }
 
 void sbx_config_release(sbx_config_t *cfg)
@@ -377,6 +382,16 @@ static int apply_key(yctx_t *y, const char *key, const yaml_node_t *k, const yam
         return get_nonneg_int(y, key, v, &c->stopped_retention_secs);
     if (IS("reaper_interval_secs"))
         return get_pos_int(y, key, v, &c->reaper_interval_secs);
+    if (IS("max_exec_output_bytes"))
+        return get_pos_int(y, key, v, &c->max_exec_output_bytes);
+    if (IS("max_background_secs"))
+        return get_pos_int(y, key, v, &c->max_background_secs);
+    if (IS("function_exec_concurrency"))
+        return get_nonneg_int(y, key, v, &c->function_exec_concurrency);
+    if (IS("queue_workers"))
+        return get_pos_int(y, key, v, &c->queue_workers);
+    if (IS("queue_retry_base_ms"))
+        return get_nonneg_int(y, key, v, &c->queue_retry_base_ms);
 #undef IS
     return yfail(y, k, "unknown key '%s'", key);
 }

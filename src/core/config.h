@@ -54,6 +54,11 @@ typedef struct {
     int64_t default_pids_max;          /* 1024 */
     int64_t stopped_retention_secs;    /* 300: how long a stopped record answers S004 */
     int64_t reaper_interval_secs;      /* 10 */
+    int64_t max_exec_output_bytes;     /* 1 MiB: stdout/stderr kept by a blocking exec */
+    int64_t max_background_secs;       /* 86400: timeout of a background exec that gives none */
+    int64_t function_exec_concurrency; /* 1: execs at once per sandbox via sandbox::exec; 0 = no limit */
+    int64_t queue_workers;             /* 4: job queue workers (jobs running at once) */
+    int64_t queue_retry_base_ms;       /* 1000: first retry delay, doubled per retry */
     bool debug;                        /* --debug: debug logging */
 } sbx_config_t;
 

@@ -74,6 +74,9 @@ typedef struct {
     const void *stdin_data;
     size_t stdin_len;
     int64_t timeout_ms; /* > 0 */
+    int max_concurrent; /* > 0: refuse with S003 when this many execs already run on the
+                         * sandbox (the function dialect's rule); 0: no limit */
+    size_t max_output;  /* buffered exec: bytes kept per stream; 0 = SBX_EXEC_MAX_OUTPUT */
 } sbx_exec_params_t;
 
 typedef struct {

@@ -29,19 +29,19 @@ typedef struct {
     char id[64];
     char sandbox_id[40];
     sbx_exec_kind_t kind;
-    char **argv;             /* NULL-terminated, owned */
-    char *cwd;               /* as requested; "" when the default was used */
-    int64_t started_at;      /* epoch ms */
-    int64_t finished_at;     /* epoch ms, 0 while running */
-    int64_t pid;             /* pid inside the sandbox, 0 if unknown */
+    char **argv;         /* NULL-terminated, owned */
+    char *cwd;           /* as requested; "" when the default was used */
+    int64_t started_at;  /* epoch ms */
+    int64_t finished_at; /* epoch ms, 0 while running */
+    int64_t pid;         /* pid inside the sandbox, 0 if unknown */
     bool running;
-    bool exited;             /* an exit status is known */
-    int64_t exit_code;       /* 128+signo when killed; 124 on timeout */
+    bool exited;       /* an exit status is known */
+    int64_t exit_code; /* 128+signo when killed; 124 on timeout */
     int64_t signo;
     bool timed_out;
-    char *error;             /* why it ended without an exit status, or NULL */
+    char *error; /* why it ended without an exit status, or NULL */
     uint64_t stdout_bytes, stderr_bytes;
-    bool truncated;          /* output past the log quota was dropped */
+    bool truncated; /* output past the log quota was dropped */
 } sbx_exec_info_t;
 
 void sbx_exec_info_release(sbx_exec_info_t *info);
@@ -91,17 +91,17 @@ typedef enum { SBX_EV_STDOUT = 1, SBX_EV_STDERR = 2, SBX_EV_EXIT = 3 } sbx_exec_
 
 typedef struct {
     sbx_exec_event_type_t type;
-    const uint8_t *data;     /* STDOUT/STDERR: valid until the next call */
+    const uint8_t *data; /* STDOUT/STDERR: valid until the next call */
     size_t len;
-    int64_t timestamp;       /* epoch ms */
-    sbx_exec_info_t *info;   /* EXIT: the final record, valid until close */
+    int64_t timestamp;     /* epoch ms */
+    sbx_exec_info_t *info; /* EXIT: the final record, valid until close */
 } sbx_exec_event_t;
 
 /* Starts a command whose output the caller reads with _next.  The exec id is written to
  * exec_id (64 bytes).  Errors as sbx_core_exec_start. */
-sbx_exec_stream_t *sbx_core_exec_stream_open(sbx_core_t *core, const char *sandbox_id, const sbx_exec_params_t *p,
-                                             sbx_exec_kind_t kind, bool stdin_open, char *exec_id,
-                                             sbx_err_t *err);
+sbx_exec_stream_t *sbx_core_exec_stream_open(sbx_core_t *core, const char *sandbox_id,
+                                             const sbx_exec_params_t *p, sbx_exec_kind_t kind,
+                                             bool stdin_open, char *exec_id, sbx_err_t *err);
 /* Blocks for the next event.  Returns 1 with *ev filled, 0 after EXIT was delivered, -1 on
  * error (the sandbox stopped, the agent failed, the deadline passed). */
 int sbx_core_exec_stream_next(sbx_exec_stream_t *s, sbx_exec_event_t *ev, sbx_err_t *err);

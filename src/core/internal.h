@@ -19,6 +19,9 @@ typedef struct live {
     struct live *next;
 } live_t;
 
+struct exec_ent;
+struct sbx_exec_store;
+
 struct sbx_core {
     const sbx_config_t *cfg;
     sbx_store_t *store;
@@ -31,6 +34,11 @@ struct sbx_core {
     bool shutting_down;
     live_t *live;
     int64_t started_ms;
+    /* Exec sessions (execs.c), guarded by mu; exec_cv is broadcast on every change. */
+    struct sbx_exec_store *xstore;
+    struct exec_ent *execs;
+    pthread_cond_t exec_cv;
+    char *log_root; /* <state_dir>/logs */
 };
 
 live_t *core_find_live(sbx_core_t *core, const char *id);
@@ -38,5 +46,16 @@ live_t *core_find_live(sbx_core_t *core, const char *id);
 char **core_merge_env(const live_t *l, char **extra, size_t n_extra);
 void core_strv_free(char **v);
 void core_mark_failed(sbx_core_t *core, const char *id, const char *reason);
+
+/* Takes an exec slot on a running sandbox (S002/S004/S003 otherwise) and copies what the
+ * exec needs; exec_end gives the slot back. */
+int core_exec_begin(sbx_core_t *core, const char *id, const sbx_exec_params_t *p, sbx_sandbox_rt_t *rt,
+                    char ***env, char **cwd, sbx_err_t *err);
+void core_exec_end(sbx_core_t *core, const char *id);
+/* Exec sessions' share of start-up, recovery and sandbox removal (execs.c). */
+int core_execs_init(sbx_core_t *core, sbx_err_t *err);
+void core_execs_recover(sbx_core_t *core);
+void core_execs_forget_sandbox(sbx_core_t *core, const char *sandbox_id);
+void core_execs_release(sbx_core_t *core);
 
 #endif

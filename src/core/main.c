@@ -11,11 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/rest_queue.h"
 #include "api/server.h"
 #include "backend/backend.h"
 #include "common/util.h"
 #include "core/config.h"
 #include "core/core.h"
+#include "core/queue.h"
 #include "image/image.h"
 #include "store/store.h"
 
@@ -133,9 +135,18 @@ int main(int argc, char **argv, char **envp)
     sbx_core_t *core = sbx_core_new(&cfg, store, images, be, &err);
     if (!core || sbx_core_recover(core, &err) < 0 || sbx_core_start(core, &err) < 0)
         return fail(&err);
+    /* The job queue: settles jobs a crash interrupted, then its workers run. */
+    sbx_queue_t *queue = sbx_queue_new(core, store, &cfg, &err);
+    if (!queue || sbx_queue_start(queue, &err) < 0) {
+        sbx_core_shutdown(core);
+        return fail(&err);
+    }
+    sbx_rest_queue_attach(queue);
     sbx_api_t *api = sbx_api_start(core, &err);
     if (!api) {
+        sbx_queue_quiesce(queue);
         sbx_core_shutdown(core);
+        sbx_queue_stop(queue);
         return fail(&err);
     }
     log_info("sandboxd %s listening on http://%s:%d (state %s, cgroups via %s backend)", SANDBOXD_VERSION,
@@ -146,8 +157,14 @@ int main(int argc, char **argv, char **envp)
         log_info("SIGHUP ignored (restart sandboxd to apply new settings)");
     log_info("received %s: shutting down", strsignal(sig));
     sbx_api_quiesce(api);
+    /* Queue workers stop claiming; the jobs they run end when core shutdown stops their
+     * sandboxes (and go back to pending), then the workers can be joined. */
+    sbx_queue_quiesce(queue);
     sbx_core_shutdown(core);
+    sbx_queue_stop(queue);
     sbx_api_stop(api);
+    sbx_rest_queue_attach(NULL);
+    sbx_queue_free(queue);
     sbx_core_free(core);
     sbx_image_store_free(images);
     sbx_store_close(store);

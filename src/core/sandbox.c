@@ -141,6 +141,10 @@ sbx_core_t *sbx_core_new(const sbx_config_t *cfg, sbx_store_t *store, sbx_image_
     core->be = backend;
     core->started_ms = sbx_now_ms();
     pthread_mutex_init(&core->mu, NULL);
+    if (core_execs_init(core, err) < 0) {
+        free(core);
+        return NULL;
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -429,6 +433,7 @@ static int stop_live(sbx_core_t *core, const char *id, const char *status, const
     int rc;
     if (remove) {
         rc = sbx_store_sandbox_delete(core->store, id, err);
+        core_execs_forget_sandbox(core, id);
     } else {
         sbx_sandbox_rec_t rec = {0};
         rc = sbx_store_sandbox_get(core->store, id, &rec, err);
@@ -466,7 +471,10 @@ int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
         return -1;
     }
     /* Not live: a stopped record, or one a concurrent delete is tearing down. */
-    return sbx_store_sandbox_delete(core->store, id, err);
+    if (sbx_store_sandbox_delete(core->store, id, err) < 0)
+        return -1;
+    core_execs_forget_sandbox(core, id);
+    return 0;
 }
 
 /* One pass of the reaper. */
@@ -503,8 +511,9 @@ static void reap_once(sbx_core_t *core)
                     sbx_store_counter_add(core->store, "totalExpired", 1, NULL);
             }
         } else if (strcmp(r->status, "creating") != 0) {
-            if (now - r->stopped_at > core->cfg->stopped_retention_secs * 1000)
-                sbx_store_sandbox_delete(core->store, r->id, &err);
+            if (now - r->stopped_at > core->cfg->stopped_retention_secs * 1000 &&
+                sbx_store_sandbox_delete(core->store, r->id, &err) == 0)
+                core_execs_forget_sandbox(core, r->id);
         }
     }
     sbx_sandbox_recs_free(recs, n);
@@ -540,6 +549,7 @@ int sbx_core_recover(sbx_core_t *core, sbx_err_t *err)
 {
     sbx_sandbox_rec_t *recs = NULL;
     size_t n = 0;
+    core_execs_recover(core);
     if (sbx_store_sandbox_list(core->store, &recs, &n, err) < 0)
         return -1;
     int adopted = 0, cleaned = 0;
@@ -634,6 +644,7 @@ void sbx_core_free(sbx_core_t *core)
         core->live = l->next;
         live_free(l);
     }
+    core_execs_release(core);
     pthread_mutex_destroy(&core->mu);
     pthread_cond_destroy(&core->reaper_cv);
     free(core);

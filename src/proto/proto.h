@@ -35,6 +35,8 @@ enum sbx_msg_type {
     SBX_MSG_STDIN_EOF = 3, /* close the command's stdin */
     SBX_MSG_SIGNAL = 4,    /* SIGNO: send a signal to the command's process group */
     SBX_MSG_PING = 5,      /* answered with PONG */
+    SBX_MSG_KILL = 6,      /* PID, SIGNO: signal one process by its pid inside the sandbox;
+                            * answered with EXIT (EXIT_CODE 0) or ERROR (ERRNO) */
     /* agent -> daemon */
     SBX_MSG_STARTED = 64, /* PID: the command is running (pid inside the sandbox) */
     SBX_MSG_STDOUT = 65,  /* DATA */

@@ -19,7 +19,7 @@
 
 #include "common/util.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 5000
 
 /* The column list shared by insert, update and select; the order matches bind_rec() and
@@ -29,6 +29,12 @@
     "idle_timeout_secs, cpus, memory_mb, disk_mb, pids_max, network, env_json, workdir, "                    \
     "metadata_json, config_json, uid_slot, pid, pid_start, sock_path, stop_reason, "                         \
     "stopped_at"
+
+/* The job columns, in the order of bind_job() and read_job(). */
+#define JOB_COLUMNS                                                                                          \
+    "id, sandbox_id, command, argv_json, env_json, cwd, timeout_ms, status, retries, "                       \
+    "max_retries, created_at, started_at, completed_at, next_attempt_at, error, has_result, "                \
+    "exited, exit_code, signo, duration_ms, timed_out, truncated, stdout, stderr"
 
 enum {
     Q_INSERT,
@@ -41,6 +47,14 @@ enum {
     Q_FREE_SLOT,
     Q_COUNTER_ADD,
     Q_COUNTER_GET,
+    Q_JOB_INSERT,
+    Q_JOB_GET,
+    Q_JOB_CLAIM,
+    Q_JOB_NEXT_DUE,
+    Q_JOB_SETTLE,
+    Q_JOB_CANCEL,
+    Q_JOB_LIST,
+    Q_JOB_COUNT,
     Q_COUNT,
 };
 
@@ -69,6 +83,27 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_COUNTER_ADD] = "INSERT INTO counters (name, value) VALUES (?1, ?2) "
                       "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
     [Q_COUNTER_GET] = "SELECT value FROM counters WHERE name = ?1",
+    [Q_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
+                     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+                     "?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+    [Q_JOB_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+    /* One statement picks and claims, so a concurrent cancel (which only touches pending
+     * rows) either happens before it (nothing to claim) or after it (nothing to cancel).
+     * FIFO by creation, with the rowid breaking ties within one millisecond. */
+    [Q_JOB_CLAIM] = "UPDATE jobs SET status = 'running', started_at = ?1 WHERE rowid = "
+                    "(SELECT rowid FROM jobs WHERE status = 'pending' AND next_attempt_at <= ?1 "
+                    "ORDER BY created_at, rowid LIMIT 1) AND status = 'pending' "
+                    "RETURNING " JOB_COLUMNS,
+    [Q_JOB_NEXT_DUE] = "SELECT min(next_attempt_at) FROM jobs WHERE status = 'pending' HAVING count(*) > 0",
+    [Q_JOB_SETTLE] = "UPDATE jobs SET status = ?8, retries = ?9, started_at = ?12, completed_at = ?13, "
+                     "next_attempt_at = ?14, error = ?15, has_result = ?16, exited = ?17, exit_code = ?18, "
+                     "signo = ?19, duration_ms = ?20, timed_out = ?21, truncated = ?22, stdout = ?23, "
+                     "stderr = ?24 WHERE id = ?1 AND status = 'running'",
+    [Q_JOB_CANCEL] = "UPDATE jobs SET status = 'cancelled', completed_at = ?2, next_attempt_at = 0 "
+                     "WHERE id = ?1 AND status = 'pending'",
+    [Q_JOB_LIST] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY created_at, rowid "
+                   "LIMIT ?3 OFFSET ?2",
+    [Q_JOB_COUNT] = "SELECT count(*) FROM jobs WHERE status = ?1",
 };
 
 /* Migrations, indexed by the user_version they lead to (entry i moves i-1 to i). */
@@ -89,6 +124,20 @@ static const char *const migrations[SCHEMA_VERSION + 1] = {
           "CREATE INDEX sandboxes_status ON sandboxes (status);"
           "CREATE TABLE counters (name TEXT PRIMARY KEY NOT NULL,"
           " value INTEGER NOT NULL DEFAULT 0);",
+    /* Jobs outlive their sandbox on purpose: a job whose sandbox vanished stays in the
+     * dead letter queue, so there is no foreign key. */
+    [2] = "CREATE TABLE jobs ("
+          " id TEXT PRIMARY KEY NOT NULL, sandbox_id TEXT NOT NULL, command TEXT NOT NULL,"
+          " argv_json TEXT NOT NULL, env_json TEXT, cwd TEXT,"
+          " timeout_ms INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,"
+          " retries INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 3,"
+          " created_at INTEGER NOT NULL, started_at INTEGER NOT NULL DEFAULT 0,"
+          " completed_at INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL DEFAULT 0,"
+          " error TEXT, has_result INTEGER NOT NULL DEFAULT 0, exited INTEGER NOT NULL DEFAULT 0,"
+          " exit_code INTEGER NOT NULL DEFAULT 0, signo INTEGER NOT NULL DEFAULT 0,"
+          " duration_ms INTEGER NOT NULL DEFAULT 0, timed_out INTEGER NOT NULL DEFAULT 0,"
+          " truncated INTEGER NOT NULL DEFAULT 0, stdout BLOB, stderr BLOB);"
+          "CREATE INDEX jobs_status_created ON jobs (status, created_at);",
 };
 
 struct sbx_store {
@@ -462,6 +511,240 @@ int sbx_store_check(sbx_store_t *st, sbx_err_t *err)
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return ret;
+}
+
+/* ---- queue jobs ---- */
+
+static void bind_blob(sqlite3_stmt *s, int i, const char *data, size_t len)
+{
+    if (data)
+        sqlite3_bind_blob64(s, i, data, len, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static void bind_job(sqlite3_stmt *s, const sbx_job_rec_t *r)
+{
+    bind_text(s, 1, r->id);
+    bind_text(s, 2, r->sandbox_id);
+    bind_text(s, 3, r->command ? r->command : "");
+    bind_text(s, 4, r->argv_json ? r->argv_json : "[]");
+    bind_text(s, 5, r->env_json);
+    bind_text(s, 6, r->cwd);
+    sqlite3_bind_int64(s, 7, r->timeout_ms);
+    bind_text(s, 8, r->status[0] ? r->status : "pending");
+    sqlite3_bind_int64(s, 9, r->retries);
+    sqlite3_bind_int64(s, 10, r->max_retries);
+    sqlite3_bind_int64(s, 11, r->created_at);
+    sqlite3_bind_int64(s, 12, r->started_at);
+    sqlite3_bind_int64(s, 13, r->completed_at);
+    sqlite3_bind_int64(s, 14, r->next_attempt_at);
+    bind_text(s, 15, r->error);
+    sqlite3_bind_int(s, 16, r->has_result ? 1 : 0);
+    sqlite3_bind_int(s, 17, r->exited ? 1 : 0);
+    sqlite3_bind_int64(s, 18, r->exit_code);
+    sqlite3_bind_int64(s, 19, r->signo);
+    sqlite3_bind_int64(s, 20, r->duration_ms);
+    sqlite3_bind_int(s, 21, r->timed_out ? 1 : 0);
+    sqlite3_bind_int(s, 22, r->truncated ? 1 : 0);
+    bind_blob(s, 23, r->out, r->out_len);
+    bind_blob(s, 24, r->errout, r->err_len);
+}
+
+static char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+{
+    const void *b = sqlite3_column_blob(s, i);
+    size_t n = (size_t)sqlite3_column_bytes(s, i);
+    *len = 0;
+    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+        return NULL;
+    char *out = xmalloc(n + 1);
+    if (n)
+        memcpy(out, b, n);
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+static void read_job(sqlite3_stmt *s, sbx_job_rec_t *r)
+{
+    memset(r, 0, sizeof *r);
+    const unsigned char *t = sqlite3_column_text(s, 0);
+    snprintf(r->id, sizeof r->id, "%s", t ? (const char *)t : "");
+    t = sqlite3_column_text(s, 1);
+    snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", t ? (const char *)t : "");
+    r->command = col_text(s, 2);
+    r->argv_json = col_text(s, 3);
+    r->env_json = col_text(s, 4);
+    r->cwd = col_text(s, 5);
+    r->timeout_ms = sqlite3_column_int64(s, 6);
+    t = sqlite3_column_text(s, 7);
+    snprintf(r->status, sizeof r->status, "%s", t ? (const char *)t : "");
+    r->retries = sqlite3_column_int64(s, 8);
+    r->max_retries = sqlite3_column_int64(s, 9);
+    r->created_at = sqlite3_column_int64(s, 10);
+    r->started_at = sqlite3_column_int64(s, 11);
+    r->completed_at = sqlite3_column_int64(s, 12);
+    r->next_attempt_at = sqlite3_column_int64(s, 13);
+    r->error = col_text(s, 14);
+    r->has_result = sqlite3_column_int(s, 15) != 0;
+    r->exited = sqlite3_column_int(s, 16) != 0;
+    r->exit_code = sqlite3_column_int64(s, 17);
+    r->signo = sqlite3_column_int64(s, 18);
+    r->duration_ms = sqlite3_column_int64(s, 19);
+    r->timed_out = sqlite3_column_int(s, 20) != 0;
+    r->truncated = sqlite3_column_int(s, 21) != 0;
+    r->out = col_blob(s, 22, &r->out_len);
+    r->errout = col_blob(s, 23, &r->err_len);
+}
+
+int sbx_store_job_insert(sbx_store_t *st, const sbx_job_rec_t *rec, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_INSERT);
+    bind_job(s, rec);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+        ret = sbx_fail(err, SBX_E_CONFLICT, NULL, "queue job already exists: %s", rec->id);
+    else if (rc != SQLITE_DONE)
+        ret = db_fail(err, st->db, rc, "insert queue job");
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_get(sbx_store_t *st, const char *id, sbx_job_rec_t *out, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_GET);
+    bind_text(s, 1, id);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc == SQLITE_ROW)
+        read_job(s, out);
+    else if (rc == SQLITE_DONE)
+        ret = sbx_fail(err, SBX_E_NOT_FOUND, NULL, "Queue job not found: %s", id);
+    else
+        ret = db_fail(err, st->db, rc, "get queue job");
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_claim(sbx_store_t *st, int64_t now, sbx_job_rec_t *out, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_CLAIM);
+    sqlite3_bind_int64(s, 1, now);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc == SQLITE_ROW) {
+        read_job(s, out);
+        /* Stepping to the end completes the statement (and its implicit transaction). */
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+            ;
+        if (rc == SQLITE_DONE) {
+            ret = 1;
+        } else {
+            sbx_job_rec_release(out);
+            ret = db_fail(err, st->db, rc, "claim queue job");
+        }
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(err, st->db, rc, "claim queue job");
+    }
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_next_due(sbx_store_t *st, int64_t *at, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_NEXT_DUE);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc == SQLITE_ROW) {
+        *at = sqlite3_column_int64(s, 0);
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(err, st->db, rc, "find the next due queue job");
+    }
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_settle(sbx_store_t *st, const sbx_job_rec_t *rec, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_SETTLE);
+    bind_job(s, rec);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc != SQLITE_DONE)
+        ret = db_fail(err, st->db, rc, "update queue job");
+    else if (sqlite3_changes(st->db) == 0)
+        ret = sbx_fail(err, SBX_E_CONFLICT, NULL, "queue job %s is not running", rec->id);
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_cancel(sbx_store_t *st, const char *id, int64_t now, sbx_err_t *err)
+{
+    sqlite3_stmt *s = begin(st, Q_JOB_CANCEL);
+    bind_text(s, 1, id);
+    sqlite3_bind_int64(s, 2, now);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc != SQLITE_DONE)
+        ret = db_fail(err, st->db, rc, "cancel queue job");
+    else
+        ret = sqlite3_changes(st->db) > 0;
+    end(st, s);
+    return ret;
+}
+
+int sbx_store_job_list(sbx_store_t *st, const char *status, int64_t offset, int64_t limit,
+                       sbx_job_rec_t **out, size_t *n, int64_t *total, sbx_err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = begin(st, Q_JOB_COUNT);
+    bind_text(s, 1, status);
+    if (query_int(st, s, 0, total, "count queue jobs", err) < 0)
+        return -1;
+    s = begin(st, Q_JOB_LIST);
+    bind_text(s, 1, status);
+    sqlite3_bind_int64(s, 2, offset);
+    sqlite3_bind_int64(s, 3, limit);
+    size_t cap = 16, len = 0;
+    sbx_job_rec_t *recs = xcalloc(cap, sizeof *recs);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap)
+            recs = xrealloc(recs, (cap *= 2) * sizeof *recs);
+        read_job(s, &recs[len++]);
+    }
+    int ret = 0;
+    if (rc != SQLITE_DONE) {
+        ret = db_fail(err, st->db, rc, "list queue jobs");
+        sbx_job_recs_free(recs, len);
+        recs = NULL;
+        len = 0;
+    }
+    end(st, s);
+    *out = recs;
+    *n = len;
+    return ret;
+}
+
+void sbx_job_rec_release(sbx_job_rec_t *rec)
+{
+    if (!rec)
+        return;
+    free(rec->command);
+    free(rec->argv_json);
+    free(rec->env_json);
+    free(rec->cwd);
+    free(rec->error);
+    free(rec->out);
+    free(rec->errout);
+    memset(rec, 0, sizeof *rec);
+}
+
+void sbx_job_recs_free(sbx_job_rec_t *recs, size_t n)
+{
+    if (!recs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        sbx_job_rec_release(&recs[i]);
+    free(recs);
 }
 
 void sbx_sandbox_rec_release(sbx_sandbox_rec_t *rec)

@@ -108,9 +108,13 @@ def test_invalid_utf8_is_replaced(daemon, sandbox):
     json.dumps(r.json)
 
 
-def test_large_output(daemon, sandbox):
-    r = daemon.exec(sandbox, "head -c 3000000 /dev/zero | tr '\\0' a")
-    assert len(r.json["stdout"]) == 3000000
+def test_large_output_is_capped_and_flagged(daemon, sandbox):
+    # A blocking exec keeps max_exec_output_bytes (1 MiB by default) of each stream.
+    r = daemon.exec(sandbox, "head -c 3000000 /dev/zero | tr '\\0' a; echo done >&2")
+    assert len(r.json["stdout"]) == 1 << 20 and set(r.json["stdout"]) == {"a"}
+    assert r.json["truncated"] is True and r.json["stderr"] == "done\n" and r.json["exit_code"] == 0
+    small = daemon.exec(sandbox, "echo small")
+    assert "truncated" not in small.json
 
 
 def test_background_child_does_not_block(daemon, sandbox):

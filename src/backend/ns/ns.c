@@ -583,14 +583,9 @@ static int ns_list_leftovers(char ***ids, sbx_err_t *err)
         }
         closedir(d);
     }
-    char **cgs = NULL;
-    int m = sbx_cgroup_list(&cgs, NULL);
-    for (int i = 0; i < m; i++) {
-        if (valid_id(cgs[i]))
-            add_unique(&out, &n, cgs[i]);
-        free(cgs[i]);
-    }
-    free(cgs);
+    /* Cgroups alone do not make a leftover: the cgroup parent is shared by every sandboxd
+     * on the host (each with its own state directory), and a group without a directory or
+     * socket of ours belongs to another daemon.  Ours always have both until destroy. */
     *ids = out;
     return n;
 }

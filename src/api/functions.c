@@ -1,0 +1,430 @@
+/* The function dialect over HTTP: `POST /functions/<function_id>` runs one of the guide's
+ * `sandbox::*` functions (spec/sandbox-guide.txt, spec/sandbox-functions.txt).  The body is
+ * the function's payload, the answer its result, or the guide's error envelope
+ * `handler error: {"type":...,"code":...,"message":...}` with an S-code.
+ *
+ * Handlers render their own failures (status + envelope) instead of handing the error back
+ * to server.c, whose renderer speaks the /sandbox shape.  Payload keys a function does not
+ * know are ignored, as the engine's functions do. */
+#include "api/server.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "api/params.h"
+#include "common/base64.h"
+#include "common/util.h"
+
+/* The guide's exec default when the payload has no timeout_ms. */
+#define FN_DEFAULT_EXEC_TIMEOUT_MS 30000
+
+/* The guide's category for an error: from its S-code when it has one, else from its kind. */
+static const char *fn_error_type(const sbx_err_t *err)
+{
+    static const struct {
+        const char *code, *type;
+    } by_code[] = {
+        {"S001", "validation"}, {"S002", "validation"}, {"S003", "validation"}, {"S004", "validation"},
+        {"S100", "config"},     {"S101", "internal"},   {"S102", "transient"},  {"S200", "execution"},
+        {"S300", "platform"},   {"S400", "config"},
+    };
+    for (size_t i = 0; i < SBX_ARRAY_LEN(by_code); i++)
+        if (!strcmp(err->code, by_code[i].code))
+            return by_code[i].type;
+    switch (err->kind) {
+    case SBX_E_INVALID:
+    case SBX_E_NOT_FOUND:
+    case SBX_E_CONFLICT:
+    case SBX_E_TOO_LARGE: return "validation";
+    case SBX_E_FORBIDDEN:
+    case SBX_E_LIMIT: return "config";
+    case SBX_E_UNAVAILABLE: return "transient";
+    case SBX_E_TIMEOUT: return "execution";
+    default: return "internal";
+    }
+}
+
+/* The S-code of an error; errors raised without one get the guide's code of the same
+ * meaning, and only our own failures keep a non-S code ("INTERNAL"). */
+static const char *fn_error_code(const sbx_err_t *err)
+{
+    if (err->code[0] == 'S')
+        return err->code;
+    switch (err->kind) {
+    case SBX_E_INVALID:
+    case SBX_E_TOO_LARGE: return "S001";
+    case SBX_E_NOT_FOUND: return "S002";
+    case SBX_E_CONFLICT: return "S004";
+    case SBX_E_FORBIDDEN: return "S100";
+    case SBX_E_LIMIT: return "S400";
+    case SBX_E_TIMEOUT: return "S200";
+    case SBX_E_UNAVAILABLE: return "UNAVAILABLE";
+    default: return "INTERNAL";
+    }
+}
+
+/* HTTP status of a function failure: the S-code decides where it has a clear meaning
+ * (S003, a busy sandbox, is a conflict whatever kind core gave it), else the error kind. */
+static int fn_status(const sbx_err_t *err, const char *code)
+{
+    if (!strcmp(code, "S001"))
+        return 400;
+    if (!strcmp(code, "S002"))
+        return 404;
+    if (!strcmp(code, "S003") || !strcmp(code, "S004"))
+        return 409;
+    if (!strcmp(code, "S100"))
+        return 403;
+    if (!strcmp(code, "S101") || !strcmp(code, "S102") || !strcmp(code, "S300"))
+        return 503;
+    if (!strcmp(code, "S200"))
+        return 504;
+    return sbx_api_status_for(err);
+}
+
+/* Renders a failure as the guide's envelope: `error` holds the exact string a function
+ * caller sees ("handler error: {...}"), the other fields are the same envelope parsed.
+ * `extra` (owned, may be NULL) adds fields such as an exec's partial output. */
+static void fn_fail(sbx_http_resp_t *resp, const sbx_err_t *err, json_t *extra)
+{
+    const char *code = fn_error_code(err);
+    const char *type = fn_error_type(err);
+    json_t *env = json_pack("{s:s, s:s, s:s}", "type", type, "code", code, "message", err->msg);
+    char *text = json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(env);
+    char *wrapped = xasprintf("handler error: %s", text ? text : "{}");
+    free(text);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "error", wrapped, "type", type, "code", code, "message",
+                             err->msg);
+    free(wrapped);
+    if (extra) {
+        json_object_update_missing(body, extra);
+        json_decref(extra);
+    }
+    json_decref(resp->json);
+    resp->json = body;
+    resp->status = fn_status(err, code);
+    int status = resp->status;
+    if (status >= 500 && status != 503 && status != 504)
+        log_error("function failed: %s", err->msg);
+}
+
+/* Ids are "sbx_" and 24 lowercase hex digits (see sbx_new_id). */
+static bool valid_sandbox_id(const char *id)
+{
+    if (strncmp(id, "sbx_", 4) != 0 || strlen(id) != 28)
+        return false;
+    for (const char *p = id + 4; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+/* The required sandbox_id of a payload, checked for shape before any lookup (S001). */
+static int get_sandbox_id(json_t *p, const char **id, sbx_err_t *err)
+{
+    int r = sbx_param_str(p, "sandbox_id", id, err);
+    if (r < 0)
+        return -1;
+    if (r == 0 || !**id)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "sandbox_id is required");
+    if (!valid_sandbox_id(*id))
+        return sbx_fail(err, SBX_E_INVALID, "S001", "bad sandbox id: %.100s", *id);
+    return 0;
+}
+
+/* The guide takes env only as a list of "KEY=VALUE" strings; an entry without '=' is a
+ * malformed request (S001). */
+static int get_env_list(json_t *p, char ***env, size_t *n, sbx_err_t *err)
+{
+    json_t *v = json_object_get(p, "env");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return sbx_fail(err, SBX_E_INVALID, "S001", "env must be a list of \"KEY=VALUE\" strings");
+    return sbx_param_env(p, "env", env, n, err);
+}
+
+static int fn_create(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    sbx_create_req_t c = {0};
+    char **env = NULL;
+    size_t n_env = 0;
+    int rc = -1, r;
+
+    if (sbx_param_str(p, "image", &c.image, err) < 0 || sbx_param_str(p, "name", &c.name, err) < 0)
+        goto out;
+    if (!c.image || !*c.image) {
+        sbx_fail(err, SBX_E_INVALID, "S001", "image is required");
+        goto out;
+    }
+    if ((r = sbx_param_num(p, "cpus", 0.01, 1024, &c.cpus, err)) < 0)
+        goto out;
+    c.has_cpus = r;
+    if ((r = sbx_param_int(p, "memory_mb", 1, 1048576, &c.memory_mb, err)) < 0)
+        goto out;
+    c.has_memory = r;
+    if ((r = sbx_param_int(p, "idle_timeout_secs", 0, 30LL * 86400, &c.idle_timeout_secs, err)) < 0)
+        goto out;
+    c.has_idle_timeout = r;
+    if (sbx_param_bool(p, "network", &c.network, err) < 0 || get_env_list(p, &env, &n_env, err) < 0)
+        goto out;
+    c.env = env;
+    c.n_env = n_env;
+
+    sbx_sandbox_rec_t rec = {0};
+    if (sbx_core_create(sbx_api_core(api), &c, &rec, err) < 0)
+        goto out;
+    resp->json = json_pack("{s:s, s:s}", "sandbox_id", rec.id, "image", rec.image);
+    if (rec.name)
+        json_object_set_new(resp->json, "name", json_string(rec.name));
+    sbx_sandbox_rec_release(&rec);
+    rc = 0;
+out:
+    sbx_strv_free(env);
+    return rc;
+}
+
+/* A cmd is one binary: whitespace means the caller wrote a shell line. */
+static int check_cmd(json_t *p, const char *cmd, sbx_err_t *err)
+{
+    if (!*cmd)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "cmd is required");
+    if (strlen(cmd) != json_string_length(json_object_get(p, "cmd")))
+        return sbx_fail(err, SBX_E_INVALID, "S001", "cmd must not contain NUL bytes");
+    for (const char *c = cmd; *c; c++)
+        if (isspace((unsigned char)*c))
+            return sbx_fail(err, SBX_E_INVALID, "S001",
+                            "cmd must be a single binary without whitespace: put its arguments in args "
+                            "(got '%.200s')",
+                            cmd);
+    return 0;
+}
+
+/* The exec's result in the guide's output shape. */
+static json_t *render_exec(const sbx_exec_result_t *res)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "stdout", sbx_json_lossy_string(res->out, res->out_len));
+    json_object_set_new(j, "stderr", sbx_json_lossy_string(res->errout, res->err_len));
+    json_object_set_new(j, "exit_code", res->exited ? json_integer(res->exit_code) : json_null());
+    json_object_set_new(j, "timed_out", json_boolean(res->timed_out));
+    json_object_set_new(j, "duration_ms", json_integer(res->duration_ms));
+    json_object_set_new(j, "success", json_boolean(res->exited && res->exit_code == 0 && !res->timed_out));
+    if (res->signo)
+        json_object_set_new(j, "signal", json_integer(res->signo));
+    if (res->out_truncated || res->err_truncated)
+        json_object_set_new(j, "truncated", json_true());
+    return j;
+}
+
+static int fn_exec(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const sbx_config_t *cfg = sbx_core_config(sbx_api_core(api));
+    const char *id = NULL, *cmd = NULL, *workdir = NULL, *stdin_b64 = NULL;
+    char **args = NULL, **argv = NULL, **env = NULL;
+    size_t nargs = 0, n_env = 0, stdin_len = 0;
+    unsigned char *stdin_data = NULL;
+    int64_t timeout_ms = FN_DEFAULT_EXEC_TIMEOUT_MS;
+    int rc = -1;
+
+    if (get_sandbox_id(p, &id, err) < 0 || sbx_param_str(p, "cmd", &cmd, err) < 0)
+        goto out;
+    if (!cmd) {
+        sbx_fail(err, SBX_E_INVALID, "S001", "cmd is required");
+        goto out;
+    }
+    if (check_cmd(p, cmd, err) < 0 || sbx_param_strv(p, "args", &args, &nargs, err) < 0 ||
+        get_env_list(p, &env, &n_env, err) < 0 || sbx_param_str(p, "workdir", &workdir, err) < 0 ||
+        sbx_param_str(p, "stdin", &stdin_b64, err) < 0 ||
+        sbx_param_int(p, "timeout_ms", 0, INT64_MAX / 2, &timeout_ms, err) < 0)
+        goto out;
+    if (stdin_b64) {
+        stdin_data = sbx_base64_decode(stdin_b64, strlen(stdin_b64), &stdin_len);
+        if (!stdin_data) {
+            sbx_fail(err, SBX_E_INVALID, "S001", "stdin must be base64");
+            goto out;
+        }
+    }
+    /* 0 asks for no budget of its own: the daemon's cap is the only limit. */
+    int64_t cap_ms = cfg->max_cmd_timeout_secs * 1000;
+    if (timeout_ms == 0 || timeout_ms > cap_ms)
+        timeout_ms = cap_ms;
+    argv = xcalloc(nargs + 2, sizeof(char *));
+    argv[0] = xstrdup(cmd);
+    for (size_t i = 0; i < nargs; i++)
+        argv[i + 1] = xstrdup(args[i]);
+
+    sbx_exec_params_t ep = {
+        .argv = argv,
+        .env = env,
+        .n_env = n_env,
+        .cwd = workdir,
+        .stdin_data = stdin_data,
+        .stdin_len = stdin_len,
+        .timeout_ms = timeout_ms,
+        .max_concurrent = cfg->function_exec_concurrency,
+    };
+    sbx_exec_result_t res;
+    if (sbx_core_exec(sbx_api_core(api), id, &ep, &res, err) < 0) {
+        if (err->kind == SBX_E_TIMEOUT || !strcmp(err->code, "S200"))
+            fn_fail(resp, err, json_pack("{s:b}", "timed_out", 1));
+        goto out;
+    }
+    json_t *j = render_exec(&res);
+    sbx_exec_result_release(&res);
+    if (json_is_true(json_object_get(j, "timed_out"))) {
+        /* The guide's error handling makes a timeout the S200 error; the output produced
+         * before the kill travels along in the envelope's extra fields. */
+        sbx_fail(err, SBX_E_TIMEOUT, "S200", "exec timed out after %lldms", (long long)timeout_ms);
+        fn_fail(resp, err, j);
+        goto out;
+    }
+    resp->json = j;
+    rc = 0;
+out:
+    sbx_strv_free(args);
+    sbx_strv_free(argv);
+    sbx_strv_free(env);
+    free(stdin_data);
+    return rc;
+}
+
+static int fn_list(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    sbx_core_t *core = sbx_api_core(api);
+    sbx_sandbox_rec_t *recs = NULL;
+    size_t n = 0;
+    if (sbx_core_list(core, &recs, &n, err) < 0)
+        return -1;
+    int64_t now = sbx_now_ms();
+    json_t *items = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const sbx_sandbox_rec_t *r = &recs[i];
+        bool running = !strcmp(r->status, "running");
+        json_t *s = json_pack("{s:s}", "sandbox_id", r->id);
+        if (r->name)
+            json_object_set_new(s, "name", json_string(r->name));
+        json_object_set_new(s, "image", json_string(r->image));
+        json_object_set_new(s, "age_secs", json_integer((now - r->created_at) / 1000));
+        json_object_set_new(s, "exec_in_progress",
+                            json_boolean(running && sbx_core_execs_in_flight(core, r->id) > 0));
+        json_object_set_new(s, "stopped", json_boolean(!running && strcmp(r->status, "creating") != 0));
+        json_array_append_new(items, s);
+    }
+    sbx_sandbox_recs_free(recs, n);
+    resp->json = json_pack("{s:o}", "sandboxes", items);
+    return 0;
+}
+
+typedef struct {
+    sbx_core_t *core;
+    char id[40];
+} stop_job_t;
+
+/* Runs a `wait: false` stop after its caller got the answer; nobody waits for the outcome,
+ * so failures are only logged (a concurrent stop that won the race is not a failure). */
+static void *stop_thread(void *arg)
+{
+    stop_job_t *job = arg;
+    sbx_err_t err = SBX_ERR_INIT;
+    if (sbx_core_delete(job->core, job->id, &err) < 0) {
+        if (err.kind == SBX_E_NOT_FOUND)
+            log_debug("sandbox::stop %s: already gone", job->id);
+        else
+            log_error("sandbox::stop %s: %s", job->id, err.msg);
+    }
+    free(job);
+    return NULL;
+}
+
+/* Starts a detached stop; returns -1 (with errno set by pthread) when no thread could be
+ * started, and the caller then stops in place. */
+static int stop_detached(sbx_core_t *core, const char *id)
+{
+    stop_job_t *job = xcalloc(1, sizeof *job);
+    job->core = core;
+    snprintf(job->id, sizeof job->id, "%s", id);
+    pthread_attr_t attr;
+    pthread_t th;
+    if (pthread_attr_init(&attr) != 0) {
+        free(job);
+        return -1;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, stop_thread, job);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(job);
+        return -1;
+    }
+    return 0;
+}
+
+static int fn_stop(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    sbx_core_t *core = sbx_api_core(api);
+    const char *id = NULL;
+    bool wait = false;
+    if (get_sandbox_id(p, &id, err) < 0 || sbx_param_bool(p, "wait", &wait, err) < 0)
+        return -1;
+    if (!wait) {
+        /* Unknown ids still answer S002 at once; the stop itself runs in the background. */
+        sbx_sandbox_rec_t rec = {0};
+        if (sbx_core_get(core, id, &rec, err) < 0)
+            return -1;
+        sbx_sandbox_rec_release(&rec);
+        if (stop_detached(core, id) == 0) {
+            resp->json = json_pack("{s:s, s:b}", "sandbox_id", id, "stopped", 0);
+            return 0;
+        }
+        log_warn("sandbox::stop %s: no thread for a background stop; stopping in place", id);
+    }
+    if (sbx_core_delete(core, id, err) < 0)
+        return -1;
+    resp->json = json_pack("{s:s, s:b}", "sandbox_id", id, "stopped", 1);
+    return 0;
+}
+
+typedef int (*fn_handler_t)(sbx_api_t *api, json_t *payload, sbx_http_resp_t *resp, sbx_err_t *err);
+
+static const struct {
+    const char *id;
+    fn_handler_t fn;
+} functions[] = {
+    {"sandbox::create", fn_create},
+    {"sandbox::exec", fn_exec},
+    {"sandbox::list", fn_list},
+    {"sandbox::stop", fn_stop},
+};
+
+static int h_function(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *name = req->path_params[0];
+    fn_handler_t fn = NULL;
+    for (size_t i = 0; i < SBX_ARRAY_LEN(functions); i++)
+        if (!strcmp(functions[i].id, name))
+            fn = functions[i].fn;
+    if (!fn) {
+        /* A malformed call (S001, validation), answered as a missing resource. */
+        sbx_fail(err, SBX_E_NOT_FOUND, "S001", "function not found: %.200s", name);
+        fn_fail(resp, err, NULL);
+        resp->status = 404;
+        return 0;
+    }
+    /* The payload is the body alone: query arguments and path parameters are not part of
+     * a function call. */
+    json_t *payload = req->body_json ? json_incref(req->body_json) : json_object();
+    int rc = fn(api, payload, resp, err);
+    json_decref(payload);
+    if (rc < 0 && resp->status < 400)
+        fn_fail(resp, err, NULL);
+    return 0;
+}
+
+static const sbx_route_t sbx_fn_routes[] = {
+    {"POST", "/functions/:fn", h_function, false, SBX_DIALECT_REST},
+};
+const sbx_route_table_t sbx_fn_table = {sbx_fn_routes, SBX_ARRAY_LEN(sbx_fn_routes)};
