@@ -96,8 +96,8 @@ static void fn_fail(sbx_http_resp_t *resp, const sbx_err_t *err, json_t *extra)
     json_decref(env);
     char *wrapped = xasprintf("handler error: %s", text ? text : "{}");
     free(text);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "error", wrapped, "type", type, "code", code, "message",
-                             err->msg);
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:s}", "error", wrapped, "type", type, "code", code, "message", err->msg);
     free(wrapped);
     if (extra) {
         json_object_update_missing(body, extra);
@@ -265,7 +265,8 @@ static int fn_exec(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *
         .stdin_data = stdin_data,
         .stdin_len = stdin_len,
         .timeout_ms = timeout_ms,
-        .max_concurrent = cfg->function_exec_concurrency,
+        .max_concurrent = (int)cfg->function_exec_concurrency,
+        .max_output = (size_t)cfg->max_exec_output_bytes,
     };
     sbx_exec_result_t res;
     if (sbx_core_exec(sbx_api_core(api), id, &ep, &res, err) < 0) {
@@ -319,50 +320,6 @@ static int fn_list(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *
     return 0;
 }
 
-typedef struct {
-    sbx_core_t *core;
-    char id[40];
-} stop_job_t;
-
-/* Runs a `wait: false` stop after its caller got the answer; nobody waits for the outcome,
- * so failures are only logged (a concurrent stop that won the race is not a failure). */
-static void *stop_thread(void *arg)
-{
-    stop_job_t *job = arg;
-    sbx_err_t err = SBX_ERR_INIT;
-    if (sbx_core_delete(job->core, job->id, &err) < 0) {
-        if (err.kind == SBX_E_NOT_FOUND)
-            log_debug("sandbox::stop %s: already gone", job->id);
-        else
-            log_error("sandbox::stop %s: %s", job->id, err.msg);
-    }
-    free(job);
-    return NULL;
-}
-
-/* Starts a detached stop; returns -1 (with errno set by pthread) when no thread could be
- * started, and the caller then stops in place. */
-static int stop_detached(sbx_core_t *core, const char *id)
-{
-    stop_job_t *job = xcalloc(1, sizeof *job);
-    job->core = core;
-    snprintf(job->id, sizeof job->id, "%s", id);
-    pthread_attr_t attr;
-    pthread_t th;
-    if (pthread_attr_init(&attr) != 0) {
-        free(job);
-        return -1;
-    }
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, stop_thread, job);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        free(job);
-        return -1;
-    }
-    return 0;
-}
-
 static int fn_stop(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     sbx_core_t *core = sbx_api_core(api);
@@ -372,15 +329,10 @@ static int fn_stop(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *
         return -1;
     if (!wait) {
         /* Unknown ids still answer S002 at once; the stop itself runs in the background. */
-        sbx_sandbox_rec_t rec = {0};
-        if (sbx_core_get(core, id, &rec, err) < 0)
+        if (sbx_core_delete_async(core, id, err) < 0)
             return -1;
-        sbx_sandbox_rec_release(&rec);
-        if (stop_detached(core, id) == 0) {
-            resp->json = json_pack("{s:s, s:b}", "sandbox_id", id, "stopped", 0);
-            return 0;
-        }
-        log_warn("sandbox::stop %s: no thread for a background stop; stopping in place", id);
+        resp->json = json_pack("{s:s, s:b}", "sandbox_id", id, "stopped", 0);
+        return 0;
     }
     if (sbx_core_delete(core, id, err) < 0)
         return -1;

@@ -50,6 +50,8 @@ static int h_exec(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sb
 
 /* ---- Server-Sent Events ---- */
 
+#define SSE_KEEPALIVE_MS 1000
+
 typedef struct {
     sbx_exec_stream_t *s;
     char exec_id[64];
@@ -130,7 +132,15 @@ static void sse_fill(sse_t *st)
 {
     sbx_exec_event_t ev;
     sbx_err_t err = SBX_ERR_INIT;
-    int r = sbx_core_exec_stream_next(st->s, &ev, &err);
+    int r = sbx_core_exec_stream_next_idle(st->s, &ev, SSE_KEEPALIVE_MS, &err);
+    if (r == 2) {
+        /* A comment line: clients ignore it, and writing it is how a client that went away
+         * is noticed (the write fails and the stream is closed, cancelling the command). */
+        st->buf = xrealloc(st->buf, st->len + 4);
+        memcpy(st->buf + st->len, ":\n\n", 3);
+        st->len += 3;
+        return;
+    }
     if (r == 1 && ev.type != SBX_EV_EXIT) {
         sse_output(st, ev.type == SBX_EV_STDOUT ? 0 : 1, ev.data, ev.len, ev.timestamp);
         return;

@@ -314,7 +314,8 @@ static int h_unsupported(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *r
     if (get_sandbox(api, req->path_params[0], &rec, err) < 0)
         return -1;
     sbx_sandbox_rec_release(&rec);
-    const char *last = strrchr(req->path, '/') + 1;
+    const char *last = strrchr(req->path, '/');
+    last = last && last[1] ? last + 1 : "this operation";
     char msg[256];
     if (!strcmp(last, "stop"))
         snprintf(msg, sizeof msg,

@@ -113,11 +113,14 @@ typedef struct {
     char *content_type;
     bool exited;
     int exit_code;
-    bool broken_pipe; /* our stdout or stderr is a pipe nobody reads any more */
-    char *failure;    /* why the stream could not be understood */
+    bool broken_pipe;  /* our stdout or stderr is a pipe nobody reads any more */
+    bool write_warned; /* a failed write to them was reported once already */
+    bool daemon_error; /* sandboxd reported a failure of its own in an "error" event */
+    char *failure;     /* why the stream could not be understood */
 } live_t;
 
-/* The exit code to leave with for an exit event. */
+/* The exit code to leave with for an exit event, or -1 when it has no exit status to
+ * pass on. */
 static int exit_code_of(json_t *ev)
 {
     if (json_is_true(json_object_get(ev, "timedOut")) || json_is_true(json_object_get(ev, "timed_out")))
@@ -135,7 +138,21 @@ static int exit_code_of(json_t *ev)
     json_t *sig = json_object_get(ev, "signal");
     if (json_is_integer(sig) && json_integer_value(sig) > 0 && json_integer_value(sig) < 128)
         return 128 + (int)json_integer_value(sig);
-    return SBX_EXIT_FAIL; /* ended without an exit status we can pass on */
+    return -1;
+}
+
+/* Prints an "error" event: sandboxd lost the command (it follows with an exit event). */
+static void report_error_event(live_t *x, json_t *ev)
+{
+    const char *msg = json_string_value(json_object_get(ev, "data"));
+    if (!msg || !*msg)
+        msg = json_string_value(json_object_get(ev, "message"));
+    const char *code = json_string_value(json_object_get(ev, "code"));
+    if (code && *code)
+        sbx_cli_error("%s (%s)", msg && *msg ? msg : "sandboxd reported an error", code);
+    else
+        sbx_cli_error("%s", msg && *msg ? msg : "sandboxd reported an error");
+    x->daemon_error = true;
 }
 
 /* Writes one stdout or stderr event to `fd`.  Returns false to stop reading. */
@@ -163,7 +180,9 @@ static bool relay_chunk(live_t *x, json_t *ev, int fd)
         x->broken_pipe = true;
         return false;
     }
-    sbx_cli_error("cannot write the command's output: %s", strerror(errno));
+    if (!x->write_warned)
+        sbx_cli_error("cannot write the command's output: %s", strerror(errno));
+    x->write_warned = true;
     return true;
 }
 
@@ -179,9 +198,13 @@ static bool on_event(void *ud, const char *data, size_t len)
         more = relay_chunk(x, ev, STDOUT_FILENO);
     } else if (type && !strcmp(type, "stderr")) {
         more = relay_chunk(x, ev, STDERR_FILENO);
+    } else if (type && !strcmp(type, "error")) {
+        report_error_event(x, ev);
     } else if (type && !strcmp(type, "exit")) {
+        int code = exit_code_of(ev);
         x->exited = true;
-        x->exit_code = exit_code_of(ev);
+        /* Without an exit status, the command was lost on sandboxd's side if it said so. */
+        x->exit_code = code >= 0 ? code : x->daemon_error ? SBX_EXIT_DAEMON : SBX_EXIT_FAIL;
         more = false; /* nothing follows the exit; do not wait for the daemon to hang up */
     }
     json_decref(ev);
@@ -409,7 +432,7 @@ static void live_finish(live_t *x, pthread_t *threads, int nthreads)
     x->done = true;
     pthread_cond_broadcast(&x->cond);
     pthread_mutex_unlock(&x->lock);
-    x->over = 1;
+    __atomic_store_n(&x->over, 1, __ATOMIC_RELAXED); /* abandons a stdin POST in flight */
     wake(x->wake[1]);
     wake(x->stop[1]);
     for (int i = 0; i < nthreads; i++)

@@ -95,7 +95,9 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *ud)
 static int on_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
 {
     const sbx_http_t *c = ud;
-    return c->cancel && c->cancel_after > 0 && *c->cancel >= c->cancel_after;
+    /* Atomic: another thread may be the one that sets the counter. */
+    return c->cancel && c->cancel_after > 0 &&
+           __atomic_load_n(c->cancel, __ATOMIC_RELAXED) >= c->cancel_after;
 }
 
 static struct curl_slist *make_headers(const sbx_http_t *c, const char *accept)

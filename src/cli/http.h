@@ -17,7 +17,8 @@ typedef struct {
     char *base_url; /* owned; no trailing slash */
     char *token;    /* owned; NULL when unauthenticated */
     /* Optional cancellation: a request in flight is abandoned once *cancel reaches
-     * cancel_after (0 disables).  The counter is bumped by signal handlers. */
+     * cancel_after (0 disables).  The counter is bumped by signal handlers, or by another
+     * thread with __atomic_store_n(). */
     volatile sig_atomic_t *cancel;
     int cancel_after;
     long timeout_ms; /* whole-request limit; 0 = none (exec and create can be slow) */

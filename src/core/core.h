@@ -63,6 +63,9 @@ int sbx_core_get(sbx_core_t *core, const char *id, sbx_sandbox_rec_t *out, sbx_e
 int sbx_core_list(sbx_core_t *core, sbx_sandbox_rec_t **out, size_t *n, sbx_err_t *err);
 /* Stops the sandbox (if running) and removes its record.  NOT_FOUND (S002) if unknown. */
 int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err);
+/* Checks that the sandbox exists (S002 otherwise), then stops and removes it in the
+ * background; shutdown waits for such stops to finish. */
+int sbx_core_delete_async(sbx_core_t *core, const char *id, sbx_err_t *err);
 /* Number of execs in flight on a sandbox (for listings). */
 int sbx_core_execs_in_flight(sbx_core_t *core, const char *id);
 

@@ -378,13 +378,21 @@ static void finish(sbx_exec_stream_t *s, const sbx_exit_info_t *exit, const char
     pthread_cond_broadcast(&core->exec_cv);
     pthread_mutex_unlock(&core->mu);
     s->finished = true;
-    if (e->detached)
+    /* Blocking execs leave no record (they answer with everything); streamed ones do, so
+     * a late signal or status query learns that the command finished. */
+    if (e->info.kind != SBX_EXEC_RUN)
         persist(core, &s->final);
 }
 
 int sbx_core_exec_stream_next(sbx_exec_stream_t *s, sbx_exec_event_t *ev, sbx_err_t *err)
 {
+    return sbx_core_exec_stream_next_idle(s, ev, -1, err);
+}
+
+int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, int64_t idle_ms, sbx_err_t *err)
+{
     exec_ent_t *e = s->ent;
+    int64_t idle_until = idle_ms >= 0 ? sbx_mono_ms() + idle_ms : INT64_MAX;
     free(s->payload);
     s->payload = NULL;
     if (s->exit_delivered)
@@ -395,6 +403,11 @@ int sbx_core_exec_stream_next(sbx_exec_stream_t *s, sbx_exec_event_t *ev, sbx_er
             finish(s, NULL, "the sandbox's agent did not finish the command in time");
             return sbx_fail(err, SBX_E_TIMEOUT, "S200", "the sandbox's agent did not finish the command in time");
         }
+        int64_t idle_left = idle_until - sbx_mono_ms();
+        if (idle_left <= 0)
+            return 2;
+        if (left > idle_left)
+            left = idle_left;
         struct pollfd pfd = {.fd = e->fd, .events = POLLIN};
         int pr = poll(&pfd, 1, (int)(left > 60000 ? 60000 : left));
         if (pr < 0 && errno != EINTR)

@@ -39,6 +39,7 @@ struct sbx_core {
     struct exec_ent *execs;
     pthread_cond_t exec_cv;
     char *log_root; /* <state_dir>/logs */
+    int async_deletes; /* background deletes still running (guarded by mu) */
 };
 
 live_t *core_find_live(sbx_core_t *core, const char *id);

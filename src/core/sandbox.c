@@ -477,6 +477,59 @@ int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
     return 0;
 }
 
+typedef struct {
+    sbx_core_t *core;
+    char id[40];
+} async_delete_t;
+
+static void *async_delete_main(void *arg)
+{
+    async_delete_t *job = arg;
+    sbx_core_t *core = job->core;
+    sbx_err_t err = SBX_ERR_INIT;
+    if (sbx_core_delete(core, job->id, &err) < 0 && err.kind != SBX_E_NOT_FOUND)
+        log_error("sandbox %s: background stop failed: %s", job->id, err.msg);
+    free(job);
+    pthread_mutex_lock(&core->mu);
+    core->async_deletes--;
+    pthread_cond_broadcast(&core->reaper_cv);
+    pthread_mutex_unlock(&core->mu);
+    return NULL;
+}
+
+int sbx_core_delete_async(sbx_core_t *core, const char *id, sbx_err_t *err)
+{
+    sbx_sandbox_rec_t rec = {0};
+    if (sbx_store_sandbox_get(core->store, id, &rec, err) < 0)
+        return -1;
+    sbx_sandbox_rec_release(&rec);
+    async_delete_t *job = xcalloc(1, sizeof *job);
+    job->core = core;
+    snprintf(job->id, sizeof job->id, "%s", id);
+    pthread_mutex_lock(&core->mu);
+    if (core->shutting_down) {
+        pthread_mutex_unlock(&core->mu);
+        free(job);
+        return sbx_fail(err, SBX_E_UNAVAILABLE, NULL, "sandboxd is shutting down");
+    }
+    core->async_deletes++;
+    pthread_mutex_unlock(&core->mu);
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, async_delete_main, job);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        pthread_mutex_lock(&core->mu);
+        core->async_deletes--;
+        pthread_mutex_unlock(&core->mu);
+        free(job);
+        return sbx_core_delete(core, id, err); /* no thread: stop in place */
+    }
+    return 0;
+}
+
 /* One pass of the reaper. */
 static void reap_once(sbx_core_t *core)
 {
@@ -619,6 +672,10 @@ void sbx_core_shutdown(sbx_core_t *core)
         pthread_join(core->reaper, NULL);
         core->reaper_started = false;
     }
+    pthread_mutex_lock(&core->mu);
+    while (core->async_deletes > 0)
+        pthread_cond_wait(&core->reaper_cv, &core->mu);
+    pthread_mutex_unlock(&core->mu);
     for (;;) {
         pthread_mutex_lock(&core->mu);
         live_t *l = core->live;

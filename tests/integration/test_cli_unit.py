@@ -259,8 +259,15 @@ class FakeDaemon:
                 self._exit(int(ex.body["args"][0]))
 
             def _cmd_killed(self, ex):
-                # Ended by a signal, with no exit code to report.
-                self._exit(None, signal=9)
+                # Ended without an exit code (None or -1), by a signal or not.
+                code, sig = json.loads(ex.body["args"][0])
+                self._exit(code, signal=sig)
+
+            def _cmd_daemon_error(self, ex):
+                # sandboxd lost the command: an error event, then an exit without status.
+                self._out("stdout", b"some output\n")
+                self._event({"type": "error", "data": "agent connection lost", "code": "S300"})
+                self._exit(-1)
 
             def _cmd_slow(self, ex):
                 self._out("stderr", b"partial\n")
@@ -615,10 +622,19 @@ def test_exec_exits_with_the_command_exit_code(daemon, code):
     assert r.returncode == code, r.stderr
 
 
-def test_exec_killed_without_exit_code_exits_128_plus_signal(daemon):
+@pytest.mark.parametrize("code,sig,want", [(None, 9, 137), (-1, 2, 130), (-1, None, 1), (None, None, 1)])
+def test_exec_without_exit_code_exits_128_plus_signal_or_1(daemon, code, sig, want):
     sb = daemon.add_sandbox()
-    r = sandbox(daemon, "exec", sb["id"], "--", "killed")
-    assert r.returncode == 137
+    r = sandbox(daemon, "exec", sb["id"], "--", "killed", json.dumps([code, sig]))
+    assert r.returncode == want, r.stderr
+
+
+def test_exec_error_event_is_reported_and_exits_125(daemon):
+    sb = daemon.add_sandbox()
+    r = sandbox(daemon, "exec", sb["id"], "--", "daemon-error")
+    assert r.returncode == 125
+    assert r.stdout == b"some output\n"
+    assert r.stderr == b"sandbox: agent connection lost (S300)\n"
 
 
 def test_exec_timed_out_exits_124(daemon):
@@ -754,7 +770,8 @@ def test_exec_stdin_is_streamed_while_the_command_runs(daemon):
         p.stdin.flush()
         assert read_until(p.stdout, b"binary\n") == b"\x00\xff binary\n"
         p.stdin.close()
-        out, err = p.communicate(timeout=10)
+        p.wait(timeout=10)
+        out, err = p.stdout.read(), p.stderr.read()
     finally:
         p.kill()
     assert (p.returncode, out, err) == (0, b"", b"")

@@ -280,3 +280,11 @@ def test_functions_need_the_token(make_daemon):
     assert call(d, "sandbox::list", token="wrong").status == 403
     r = call(d, "sandbox::list")
     assert r.status == 200 and isinstance(r.json["sandboxes"], list)
+
+
+def test_output_cap_truncates(make_daemon):
+    d = make_daemon(config={"max_exec_output_bytes": 1000}).start()
+    sid = create(d)
+    r = fexec(d, sid, "sh", args=["-c", "yes x | head -c 5000"])
+    assert r.status == 200, r
+    assert len(r.json["stdout"]) == 1000 and r.json["truncated"] is True

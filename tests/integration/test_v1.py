@@ -382,3 +382,26 @@ def test_delete_removes_commands(daemon):
     assert daemon.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
     r = daemon.request("GET", f"/v1/sandboxes/{sid}/cmd/{c['id']}")
     assert is_v1_error(r, 404, "NOT_FOUND"), r
+
+
+def test_missing_binary_exits_127(daemon, v1box):
+    c = run_cmd(daemon, v1box, "/no/such/binary")
+    assert wait_cmd(daemon, v1box, c["id"])["exit_code"] == 127
+    r = daemon.request("GET", f"/v1/sandboxes/{v1box}/cmd/{c['id']}/logs")
+    assert r.json["exit_code"] == 127 and r.json["stderr"], r
+
+
+def test_logs_stream_large_output_and_long_lines(daemon, v1box):
+    script = "seq 1 100000; head -c 150000 /dev/zero | tr '\\0' x"
+    c = run_cmd(daemon, v1box, "sh", ["-c", script])
+    s = Stream(daemon, "GET", f"/v1/sandboxes/{v1box}/cmd/{c['id']}/logs?stream=true")
+    try:
+        lines = [j for j, _ in s.lines()]
+    finally:
+        s.close()
+    assert lines[-1] == {"type": "exit", "exit_code": 0}
+    data = [j["data"] for j in lines[:-1]]
+    assert data[:100000] == [f"{i}\n" for i in range(1, 100001)]
+    # A 150000-byte line without a newline comes as 64 KiB pieces, each ending with "\n".
+    assert [len(x) for x in data[100000:]] == [65537, 65537, 150000 - 2 * 65536 + 1]
+    assert "".join(data[100000:]).replace("\n", "") == "x" * 150000
