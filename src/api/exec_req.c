@@ -30,7 +30,8 @@ static bool has_nul(json_t *p, const char *key, const char *s)
     return strlen(s) != json_string_length(json_object_get(p, key));
 }
 
-int sbx_api_exec_parse(json_t *p, const sbx_config_t *cfg, int64_t default_ms, sbx_api_exec_t *x, sbx_err_t *err)
+int sbx_api_exec_parse(json_t *p, const sbx_config_t *cfg, int64_t default_ms, sbx_api_exec_t *x,
+                       sbx_err_t *err)
 {
     memset(x, 0, sizeof *x);
     const char *command = NULL, *cmd = NULL, *cwd = NULL, *workdir = NULL, *stdin_b64 = NULL, *enc = NULL;
@@ -41,7 +42,8 @@ int sbx_api_exec_parse(json_t *p, const sbx_config_t *cfg, int64_t default_ms, s
     if (sbx_param_str(p, "command", &command, err) < 0 || sbx_param_str(p, "cmd", &cmd, err) < 0 ||
         sbx_param_strv(p, "args", &args, &nargs, err) < 0 || sbx_param_str(p, "cwd", &cwd, err) < 0 ||
         sbx_param_str(p, "workdir", &workdir, err) < 0 || sbx_param_str(p, "stdin", &stdin_b64, err) < 0 ||
-        sbx_param_str(p, "encoding", &enc, err) < 0 || sbx_param_bool(p, "stdinStream", &x->stdin_stream, err) < 0 ||
+        sbx_param_str(p, "encoding", &enc, err) < 0 ||
+        sbx_param_bool(p, "stdinStream", &x->stdin_stream, err) < 0 ||
         sbx_param_env(p, "env", &x->p.env, &x->p.n_env, err) < 0)
         goto out;
     int has_s = sbx_param_int(p, "timeout", 0, INT_MAX, &timeout_s, err);
@@ -124,9 +126,10 @@ int sbx_api_parse_signal(json_t *v)
     static const struct {
         const char *name;
         int num;
-    } names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"USR1", SIGUSR1},
-                 {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP}, {"CONT", SIGCONT}, {"ALRM", SIGALRM},
-                 {"PIPE", SIGPIPE}, {"WINCH", SIGWINCH}, {"ABRT", SIGABRT}};
+    } names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+                 {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+                 {"CONT", SIGCONT}, {"ALRM", SIGALRM}, {"PIPE", SIGPIPE}, {"WINCH", SIGWINCH},
+                 {"ABRT", SIGABRT}};
     if (json_is_integer(v)) {
         json_int_t n = json_integer_value(v);
         return n >= 1 && n <= 64 ? (int)n : -1;

@@ -10,10 +10,10 @@
 #include "core/core.h"
 
 typedef struct {
-    sbx_exec_params_t p;   /* argv/env/stdin point into this struct's own buffers */
-    char *display;         /* the command as shown to clients (the shell string or argv joined) */
-    bool base64;           /* "encoding": "base64": stream events carry base64 data */
-    bool stdin_stream;     /* "stdinStream": true: stdin stays open for /exec/stdin */
+    sbx_exec_params_t p; /* argv/env/stdin point into this struct's own buffers */
+    char *display;       /* the command as shown to clients (the shell string or argv joined) */
+    bool base64;         /* "encoding": "base64": stream events carry base64 data */
+    bool stdin_stream;   /* "stdinStream": true: stdin stays open for /exec/stdin */
 } sbx_api_exec_t;
 
 /* Reads command (shell string, run with sh -c) or cmd + args (argv), env (object or

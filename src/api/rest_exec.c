@@ -152,8 +152,8 @@ static void sse_fill(sse_t *st)
         char code[24];
         snprintf(code, sizeof code, "%lld", (long long)(i->exited ? i->exit_code : -1));
         json_t *j = json_pack("{s:s, s:s, s:I, s:b, s:I}", "type", "exit", "data", code, "exitCode",
-                              (json_int_t)(i->exited ? i->exit_code : -1), "timedOut", i->timed_out, "timestamp",
-                              (json_int_t)now);
+                              (json_int_t)(i->exited ? i->exit_code : -1), "timedOut", i->timed_out,
+                              "timestamp", (json_int_t)now);
         if (i->signo)
             json_object_set_new(j, "signal", json_integer(i->signo));
         sse_emit(st, j);
@@ -225,8 +225,8 @@ static json_t *bg_json(const sbx_exec_info_t *i, const char *display)
     json_object_set_new(j, "sandboxId", json_string(i->sandbox_id));
     if (display) {
         json_object_set_new(j, "command", json_string(display));
-    } else if (i->argv && i->argv[0] && i->argv[1] && !strcmp(i->argv[0], "sh") && !strcmp(i->argv[1], "-c") &&
-               i->argv[2]) {
+    } else if (i->argv && i->argv[0] && i->argv[1] && !strcmp(i->argv[0], "sh") &&
+               !strcmp(i->argv[1], "-c") && i->argv[2]) {
         json_object_set_new(j, "command", json_string(i->argv[2]));
     } else {
         json_t *a = json_array();
@@ -307,8 +307,8 @@ static int h_bg_logs(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp,
     int64_t cursor = 0, limit = 1 << 20;
     const char *stream = NULL, *enc = NULL;
     if (sbx_param_int(p, "cursor", 0, INT64_MAX / 2, &cursor, err) < 0 ||
-        sbx_param_int(p, "limit", 1, 16 << 20, &limit, err) < 0 || sbx_param_str(p, "stream", &stream, err) < 0 ||
-        sbx_param_str(p, "encoding", &enc, err) < 0)
+        sbx_param_int(p, "limit", 1, 16 << 20, &limit, err) < 0 ||
+        sbx_param_str(p, "stream", &stream, err) < 0 || sbx_param_str(p, "encoding", &enc, err) < 0)
         return -1;
     sbx_log_stream_t which = SBX_LOG_COMBINED;
     if (stream && !strcmp(stream, "stdout"))
@@ -324,7 +324,7 @@ static int h_bg_logs(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp,
     char *data = NULL;
     size_t len = 0;
     int rc = sbx_core_exec_log_read(sbx_api_core(api), info.id, which, (uint64_t)cursor, (size_t)limit, &data,
-                                     &len, err);
+                                    &len, err);
     if (rc == 0) {
         /* In text mode the answer ends on a character boundary; the cursor says where. */
         if (!b64 && len == (size_t)limit)
@@ -388,7 +388,8 @@ static int h_signal(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, 
     json_t *sv = json_object_get(req->params, "signal");
     int signo = sv ? sbx_api_parse_signal(sv) : SIGTERM;
     if (signo < 0)
-        return sbx_fail(err, SBX_E_INVALID, "S001", "invalid signal: give a number from 1 to 64 or a name like SIGINT");
+        return sbx_fail(err, SBX_E_INVALID, "S001",
+                        "invalid signal: give a number from 1 to 64 or a name like SIGINT");
     int64_t pid = 0;
     if (sbx_param_int(req->params, "pid", 2, INT_MAX, &pid, err) < 0)
         return -1;
@@ -409,7 +410,8 @@ static int h_stdin(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, s
 {
     const char *exec_id = NULL, *data = NULL;
     bool eof = false;
-    if (sbx_param_str(req->params, "execId", &exec_id, err) < 0 || sbx_param_str(req->params, "data", &data, err) < 0 ||
+    if (sbx_param_str(req->params, "execId", &exec_id, err) < 0 ||
+        sbx_param_str(req->params, "data", &data, err) < 0 ||
         sbx_param_bool(req->params, "eof", &eof, err) < 0)
         return -1;
     if (!exec_id)

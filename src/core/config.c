@@ -102,6 +102,7 @@ void sbx_config_defaults(sbx_config_t *cfg)
     cfg->reaper_interval_secs = 10;
     cfg->max_exec_output_bytes = 1 << 20;
     cfg->max_background_secs = 86400;
+    cfg->log_quota_mb = 1024;
     cfg->function_exec_concurrency = 1;
     cfg->queue_workers = 4;
     cfg->queue_retry_base_ms = 1000;
@@ -386,6 +387,8 @@ static int apply_key(yctx_t *y, const char *key, const yaml_node_t *k, const yam
         return get_pos_int(y, key, v, &c->max_exec_output_bytes);
     if (IS("max_background_secs"))
         return get_pos_int(y, key, v, &c->max_background_secs);
+    if (IS("log_quota_mb"))
+        return get_pos_int(y, key, v, &c->log_quota_mb);
     if (IS("function_exec_concurrency"))
         return get_nonneg_int(y, key, v, &c->function_exec_concurrency);
     if (IS("queue_workers"))

@@ -56,6 +56,7 @@ typedef struct {
     int64_t reaper_interval_secs;      /* 10 */
     int64_t max_exec_output_bytes;     /* 1 MiB: stdout/stderr kept by a blocking exec */
     int64_t max_background_secs;       /* 86400: timeout of a background exec that gives none */
+    int64_t log_quota_mb;              /* 1024: exec logs kept on disk per sandbox */
     int64_t function_exec_concurrency; /* 1: execs at once per sandbox via sandbox::exec; 0 = no limit */
     int64_t queue_workers;             /* 4: job queue workers (jobs running at once) */
     int64_t queue_retry_base_ms;       /* 1000: first retry delay, doubled per retry */

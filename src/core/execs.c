@@ -29,8 +29,6 @@
 #define STDIN_CHUNK (64u << 10)
 /* Grace past the command's own timeout before the daemon gives up on the agent. */
 #define AGENT_GRACE_MS 10000
-/* Log bytes kept per stream of one detached exec; more is dropped and flagged. */
-#define LOG_LIMIT (1ull << 30)
 
 typedef struct exec_ent {
     sbx_exec_info_t info; /* guarded by core->mu */
@@ -38,15 +36,15 @@ typedef struct exec_ent {
     pthread_mutex_t wmu;  /* serialises frames written to fd */
     bool stdin_open;      /* stdin may still be written */
     bool detached;
-    int refs;             /* users besides the reader (signal, stdin writers) */
+    int refs; /* users besides the reader (signal, stdin writers) */
     struct exec_ent *next;
 } exec_ent_t;
 
 struct sbx_exec_stream {
     sbx_core_t *core;
     exec_ent_t *ent;
-    int64_t deadline;     /* monotonic ms */
-    uint8_t *payload;     /* the frame the last event points into */
+    int64_t deadline; /* monotonic ms */
+    uint8_t *payload; /* the frame the last event points into */
     bool finished;
     bool exit_delivered;
     sbx_exec_info_t final;
@@ -55,7 +53,7 @@ struct sbx_exec_stream {
     const uint8_t *stdin_data;
     size_t stdin_len;
     bool stdin_eof_after;
-    int log_fd[3];        /* detached: stdout, stderr, combined */
+    int log_fd[3]; /* detached: stdout, stderr, combined */
 };
 
 static const char *kind_prefix(sbx_exec_kind_t k)
@@ -145,7 +143,8 @@ static void info_from_rec(sbx_exec_info_t *i, const sbx_exec_rec_t *r)
     size_t n = json_array_size(a);
     i->argv = xcalloc(n + 1, sizeof(char *));
     for (size_t k = 0; k < n; k++)
-        i->argv[k] = xstrdup(json_string_value(json_array_get(a, k)) ? json_string_value(json_array_get(a, k)) : "");
+        i->argv[k] =
+            xstrdup(json_string_value(json_array_get(a, k)) ? json_string_value(json_array_get(a, k)) : "");
     json_decref(a);
     i->cwd = xstrdup(r->cwd ? r->cwd : "");
     i->started_at = r->started_at;
@@ -270,8 +269,9 @@ static void unref(sbx_core_t *core, exec_ent_t *e)
 
 /* ---- streams ---- */
 
-sbx_exec_stream_t *sbx_core_exec_stream_open(sbx_core_t *core, const char *sandbox_id, const sbx_exec_params_t *p,
-                                             sbx_exec_kind_t kind, bool stdin_open, char *exec_id, sbx_err_t *err)
+sbx_exec_stream_t *sbx_core_exec_stream_open(sbx_core_t *core, const char *sandbox_id,
+                                             const sbx_exec_params_t *p, sbx_exec_kind_t kind,
+                                             bool stdin_open, char *exec_id, sbx_err_t *err)
 {
     if (!p->argv || !p->argv[0] || !p->argv[0][0]) {
         sbx_fail(err, SBX_E_INVALID, "S001", "command is required");
@@ -389,7 +389,8 @@ int sbx_core_exec_stream_next(sbx_exec_stream_t *s, sbx_exec_event_t *ev, sbx_er
     return sbx_core_exec_stream_next_idle(s, ev, -1, err);
 }
 
-int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, int64_t idle_ms, sbx_err_t *err)
+int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, int64_t idle_ms,
+                                   sbx_err_t *err)
 {
     exec_ent_t *e = s->ent;
     int64_t idle_until = idle_ms >= 0 ? sbx_mono_ms() + idle_ms : INT64_MAX;
@@ -401,7 +402,8 @@ int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, i
         int64_t left = s->deadline - sbx_mono_ms();
         if (left <= 0) {
             finish(s, NULL, "the sandbox's agent did not finish the command in time");
-            return sbx_fail(err, SBX_E_TIMEOUT, "S200", "the sandbox's agent did not finish the command in time");
+            return sbx_fail(err, SBX_E_TIMEOUT, "S200",
+                            "the sandbox's agent did not finish the command in time");
         }
         int64_t idle_left = idle_until - sbx_mono_ms();
         if (idle_left <= 0)
@@ -483,8 +485,7 @@ int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, i
             finish(s, NULL, msg);
             return sbx_fail(err, SBX_E_INVALID, "S001", "the command could not be started: %s", msg);
         }
-        default:
-            break;
+        default: break;
         }
         free(payload);
     }
@@ -522,14 +523,23 @@ void sbx_core_exec_stream_close(sbx_exec_stream_t *s)
 
 /* ---- detached execs ---- */
 
+/* Appends output to the logs within the sandbox's log quota. */
 static void log_append(sbx_exec_stream_t *s, int which, const uint8_t *data, size_t len, uint64_t *written)
 {
-    if (*written + len > LOG_LIMIT) {
-        pthread_mutex_lock(&s->core->mu);
+    sbx_core_t *core = s->core;
+    uint64_t quota = (uint64_t)core->cfg->log_quota_mb << 20;
+    pthread_mutex_lock(&core->mu);
+    live_t *l = core_find_live(core, s->ent->info.sandbox_id);
+    uint64_t used = l ? l->log_bytes : 0;
+    /* Each byte is written twice (its stream and the combined log). */
+    size_t room = used + 2 * (uint64_t)len > quota ? (size_t)((quota > used ? quota - used : 0) / 2) : len;
+    if (room < len) {
         s->ent->info.truncated = true;
-        pthread_mutex_unlock(&s->core->mu);
-        len = *written < LOG_LIMIT ? (size_t)(LOG_LIMIT - *written) : 0;
+        len = room;
     }
+    if (l)
+        l->log_bytes += 2 * (uint64_t)len;
+    pthread_mutex_unlock(&core->mu);
     if (!len)
         return;
     if (sbx_write_all(s->log_fd[which], data, len) < 0 || sbx_write_all(s->log_fd[2], data, len) < 0) {
@@ -564,8 +574,8 @@ static void *pump_main(void *arg)
     return NULL;
 }
 
-int sbx_core_exec_start(sbx_core_t *core, const char *sandbox_id, const sbx_exec_params_t *p, sbx_exec_kind_t kind,
-                        bool stdin_open, sbx_exec_info_t *info, sbx_err_t *err)
+int sbx_core_exec_start(sbx_core_t *core, const char *sandbox_id, const sbx_exec_params_t *p,
+                        sbx_exec_kind_t kind, bool stdin_open, sbx_exec_info_t *info, sbx_err_t *err)
 {
     if (!kind_detached(kind))
         return sbx_fail(err, SBX_E_INTERNAL, NULL, "exec kind %d cannot run detached", kind);
@@ -747,9 +757,10 @@ static int kill_pid(sbx_core_t *core, const char *sandbox_id, int64_t pid, int s
         while (sbx_field_next(&it, &f) == 1)
             if (f.tag == SBX_TAG_ERRNO)
                 sbx_field_int(&f, &en);
-        rc = en == ESRCH ? sbx_fail(err, SBX_E_NOT_FOUND, "NOT_FOUND", "no process %lld in the sandbox", (long long)pid)
-                         : sbx_fail(err, SBX_E_INVALID, "S001", "cannot signal process %lld: %s", (long long)pid,
-                                    strerror((int)en));
+        rc = en == ESRCH ? sbx_fail(err, SBX_E_NOT_FOUND, "NOT_FOUND", "no process %lld in the sandbox",
+                                    (long long)pid)
+                         : sbx_fail(err, SBX_E_INVALID, "S001", "cannot signal process %lld: %s",
+                                    (long long)pid, strerror((int)en));
     }
     free(payload);
     return rc;
@@ -765,7 +776,7 @@ int sbx_core_exec_interrupt(sbx_core_t *core, const char *sandbox_id, int64_t pi
     sbx_sandbox_rec_release(&rec);
     if (pid > 0)
         return kill_pid(core, sandbox_id, pid, signo, err) < 0 ? -1 : 1;
-    char (*ids)[64] = NULL;
+    char(*ids)[64] = NULL;
     size_t n = 0;
     pthread_mutex_lock(&core->mu);
     for (exec_ent_t *e = core->execs; e; e = e->next) {
@@ -807,7 +818,8 @@ int sbx_core_exec_stdin(sbx_core_t *core, const char *exec_id, const void *data,
 
 /* ---- logs ---- */
 
-static int log_file_of(sbx_core_t *core, const char *exec_id, sbx_log_stream_t stream, char **path, sbx_err_t *err)
+static int log_file_of(sbx_core_t *core, const char *exec_id, sbx_log_stream_t stream, char **path,
+                       sbx_err_t *err)
 {
     if (stream < SBX_LOG_STDOUT || stream > SBX_LOG_COMBINED)
         return sbx_fail(err, SBX_E_INVALID, "S001", "unknown log stream");

@@ -107,7 +107,8 @@ sbx_exec_stream_t *sbx_core_exec_stream_open(sbx_core_t *core, const char *sandb
 int sbx_core_exec_stream_next(sbx_exec_stream_t *s, sbx_exec_event_t *ev, sbx_err_t *err);
 /* The same, but returns 2 when `idle_ms` pass without an event, so a streaming caller can
  * send keep-alives (and so notice a client that went away). */
-int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, int64_t idle_ms, sbx_err_t *err);
+int sbx_core_exec_stream_next_idle(sbx_exec_stream_t *s, sbx_exec_event_t *ev, int64_t idle_ms,
+                                   sbx_err_t *err);
 /* Ends the stream; a command still running is killed (its process group gets SIGKILL). */
 void sbx_core_exec_stream_close(sbx_exec_stream_t *s);
 

@@ -14,8 +14,9 @@ typedef struct live {
     char **env; /* create-time environment, NULL-terminated "K=V" */
     size_t n_env;
     char *workdir;
-    int inflight;  /* execs in progress */
-    bool stopping; /* a stop is tearing it down */
+    int inflight;       /* execs in progress */
+    uint64_t log_bytes; /* bytes of exec logs written for this sandbox since the daemon started */
+    bool stopping;      /* a stop is tearing it down */
     struct live *next;
 } live_t;
 
@@ -38,7 +39,7 @@ struct sbx_core {
     struct sbx_exec_store *xstore;
     struct exec_ent *execs;
     pthread_cond_t exec_cv;
-    char *log_root; /* <state_dir>/logs */
+    char *log_root;    /* <state_dir>/logs */
     int async_deletes; /* background deletes still running (guarded by mu) */
 };
 

@@ -144,8 +144,8 @@ int sbx_exec_store_get(sbx_exec_store_t *st, const char *id, sbx_exec_rec_t *out
     return ret;
 }
 
-int sbx_exec_store_list(sbx_exec_store_t *st, const char *sandbox_id, int kind, sbx_exec_rec_t **out, size_t *n,
-                        sbx_err_t *err)
+int sbx_exec_store_list(sbx_exec_store_t *st, const char *sandbox_id, int kind, sbx_exec_rec_t **out,
+                        size_t *n, sbx_err_t *err)
 {
     pthread_mutex_lock(&st->mu);
     sqlite3_stmt *q = NULL;

@@ -16,13 +16,13 @@ typedef struct {
     char id[64];
     char sandbox_id[40];
     int kind;
-    char *argv_json;       /* JSON array of strings */
+    char *argv_json; /* JSON array of strings */
     char *cwd;
     int64_t started_at, finished_at, pid;
     bool running, exited;
     int64_t exit_code, signo;
     bool timed_out;
-    char *error;           /* NULL if none */
+    char *error; /* NULL if none */
     int64_t stdout_bytes, stderr_bytes;
     bool truncated;
 } sbx_exec_rec_t;
@@ -35,8 +35,8 @@ int sbx_exec_store_put(sbx_exec_store_t *st, const sbx_exec_rec_t *rec, sbx_err_
 /* NOT_FOUND if absent. */
 int sbx_exec_store_get(sbx_exec_store_t *st, const char *id, sbx_exec_rec_t *out, sbx_err_t *err);
 /* Records of a sandbox (kind < 0: every kind), oldest first. */
-int sbx_exec_store_list(sbx_exec_store_t *st, const char *sandbox_id, int kind, sbx_exec_rec_t **out, size_t *n,
-                        sbx_err_t *err);
+int sbx_exec_store_list(sbx_exec_store_t *st, const char *sandbox_id, int kind, sbx_exec_rec_t **out,
+                        size_t *n, sbx_err_t *err);
 int sbx_exec_store_delete_sandbox(sbx_exec_store_t *st, const char *sandbox_id, sbx_err_t *err);
 /* Marks every record still running as finished at `now` with `reason` (after a restart). */
 int sbx_exec_store_interrupt_running(sbx_exec_store_t *st, int64_t now, const char *reason, sbx_err_t *err);

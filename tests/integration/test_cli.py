@@ -59,3 +59,26 @@ def test_unreachable_daemon():
     env = dict(os.environ, SANDBOXD_URL=f"http://127.0.0.1:{free_port()}")
     r = subprocess.run([CLI, "list"], capture_output=True, env=env, timeout=30)
     assert r.returncode != 0 and b"sandboxd" in r.stderr
+
+
+def test_exec_streams_live_and_forwards_ctrl_c(daemon, sandbox):
+    import signal
+    import subprocess
+    import time
+    from conftest import CLI
+    env = dict(os.environ, SANDBOXD_URL=daemon.url)
+    p = subprocess.Popen([CLI, "exec", sandbox, "--", "sh", "-c",
+                          "trap 'echo got-int; exit 9' INT; echo ready; while :; do sleep 0.1; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    t0 = time.monotonic()
+    assert p.stdout.readline() == b"ready\n"   # arrives while the command still runs
+    assert p.poll() is None and time.monotonic() - t0 < 10
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 9, err
+    assert out == b"got-int\n"
+
+
+def test_exec_stdin_streams(daemon, sandbox):
+    r = daemon.cli("exec", "-i", sandbox, "--", "sh", "-c", "wc -c; echo done >&2", input=b"x" * 300000)
+    assert r.returncode == 0 and r.stdout.strip() == b"300000" and r.stderr == b"done\n"

@@ -126,7 +126,7 @@ def test_signal_reaches_the_right_exec(daemon, sandbox):
     s = signal_exec(daemon, sandbox, e1, "SIGTERM")
     assert s.status == 200 and s.json["signal"] == 15
     rest1 = [ev for _, ev in it1]
-    assert {"type": "stdout", "data": "got-term\n"}.items() <= rest1[0].items()
+    assert "".join(e["data"] for e in rest1 if e["type"] == "stdout") == "got-term\n"
     assert rest1[-1]["type"] == "exit" and rest1[-1]["exitCode"] == 7
     rest2 = [ev for _, ev in it2]
     assert rest2[0]["data"] == "untouched\n" and rest2[-1]["exitCode"] == 0
@@ -253,3 +253,15 @@ def test_output_never_mixes_between_execs(daemon, sandbox):
         t.join()
     for tag, out in results.items():
         assert out == "".join(f"{tag}-{i}\n" for i in range(1, 201)), tag
+
+
+def test_log_quota_per_sandbox(make_daemon):
+    d = make_daemon(config={"log_quota_mb": 1}).start()
+    sid = d.create()
+    bg = d.request("POST", f"/sandbox/sandboxes/{sid}/exec/background",
+                   {"command": "head -c 3000000 /dev/zero | tr '\\0' q"}).json
+    st = wait_bg(d, bg["id"])
+    assert st["exitCode"] == 0 and st["truncated"] is True
+    logs = d.request("GET", f"/sandbox/exec/background/{bg['id']}/logs?limit=16000000").json
+    assert 0 < len(logs["output"]) <= 512 * 1024
+    assert d.exec(sid, "echo still fine").json["stdout"] == "still fine\n"
