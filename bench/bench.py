@@ -9,6 +9,9 @@ and, in alternation with them so machine drift cancels out, the peers that exist
 Results: a table on stdout, raw samples in bench/results/<date>.json, docs/benchmarks.md.
 """
 import argparse
+import base64
+import concurrent.futures
+import threading
 import datetime
 import http.client
 import json
@@ -50,6 +53,74 @@ class Client:
         if r.status != 200:
             raise RuntimeError(f"{method} {path}: {r.status} {raw[:200]!r}")
         return json.loads(raw)
+
+
+def sse_first_byte(port, sid):
+    """Time from sending the request to the first stdout event of `echo x`, and the
+    command's own start-to-exit time as the agent reports it, in ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    t0 = time.perf_counter()
+    conn.request("POST", f"/sandbox/sandboxes/{sid}/exec/stream", body=json.dumps({"cmd": "echo", "args": ["x"]}),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    first = None
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if line.startswith(b"data: "):
+            ev = json.loads(line[6:])
+            if ev["type"] == "stdout" and first is None:
+                first = (time.perf_counter() - t0) * 1000
+            if ev["type"] == "exit":
+                break
+    conn.close()
+    return first
+
+
+def stream_mb_per_s(port, sid, mb):
+    """Payload MB/s of a command writing `mb` MiB to stdout, streamed over SSE as base64
+    events to curl (a client that costs next to nothing), measured request to last byte."""
+    body = json.dumps({"command": f"head -c {mb << 20} /dev/zero", "encoding": "base64"})
+    t0 = time.perf_counter()
+    r = subprocess.run(["curl", "-sN", "-o", "-", "-X", "POST", "-H", "Content-Type: application/json",
+                        "--data", body, f"http://127.0.0.1:{port}/sandbox/sandboxes/{sid}/exec/stream"],
+                       capture_output=True, check=True)
+    dt = time.perf_counter() - t0
+    total = 0
+    for line in r.stdout.split(b"\n"):
+        if line.startswith(b'data: {"type":"stdout"'):
+            total += len(base64.b64decode(json.loads(line[6:])["data"]))
+    assert total == mb << 20, total
+    return total / dt / 1e6
+
+
+def exec_throughput(port, sid, clients, seconds):
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+
+    def worker(i):
+        c = Client(port)
+        while time.monotonic() < stop:
+            c.call("POST", f"/sandbox/sandboxes/{sid}/exec", {"cmd": "true"})
+            counts[i] += 1
+
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    return sum(counts) / (time.monotonic() - t0)
+
+
+def stream_scenarios(d, live, rounds):
+    out = {"first_byte_ms": [], "throughput": {}, "stream_mb_s": None}
+    for _ in range(max(20, rounds // 2)):
+        fb = sse_first_byte(d.port, live)
+        if fb is not None:
+            out["first_byte_ms"].append(fb)
+    for clients in (1, 4, 16):
+        out["throughput"][clients] = exec_throughput(d.port, live, clients, 1.0 if rounds < 100 else 3.0)
+    out["stream_mb_s"] = stream_mb_per_s(d.port, live, 64 if rounds < 100 else 256)
+    return out
 
 
 def machine():
@@ -113,6 +184,7 @@ def main():
             t0 = time.perf_counter()
             subprocess.run([true_bin], check=True)
             samples["fork_exec"].append((time.perf_counter() - t0) * 1000)
+        extra = stream_scenarios(d, live, rounds)
         c.call("DELETE", f"/sandbox/sandboxes/{live}")
         rss_kb = 0
         with open(f"/proc/{d.proc.pid}/status") as f:
@@ -145,14 +217,22 @@ def main():
     print(f"{'scenario':<48} {'n':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}  ratio")
     for r in rows:
         print(f"{r['scenario']:<48} {r['n']:>5} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f}  {r.get('ratio', '')}")
+    fb = extra["first_byte_ms"]
+    print(f"time to first streamed byte (echo x, SSE): p50 {pct(fb, 50):.2f} ms, p99 {pct(fb, 99):.2f} ms "
+          f"(exec round trip p50 {pct(samples['exec'], 50):.2f} ms for comparison)")
+    for k, v in extra["throughput"].items():
+        print(f"exec throughput with {k:>2} clients: {v:.0f} execs/s")
+    print(f"stdout streaming (SSE, base64): {extra['stream_mb_s']:.0f} MB/s")
     print(f"daemon RSS after the run: {rss_kb / 1024:.1f} MiB")
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     out = os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
     with open(out, "w") as f:
-        json.dump({"machine": m, "date": date, "samples_ms": samples, "daemon_rss_kb": rss_kb}, f)
+        json.dump({"machine": m, "date": date, "samples_ms": samples, "streams": extra, "daemon_rss_kb": rss_kb}, f)
     print(f"raw samples: {out}")
     missing = [k for k in ("lifecycle", "exec", "fork_exec") if not samples[k]]
+    if not fb or not extra["throughput"] or not extra["stream_mb_s"]:
+        missing.append("streams")
     if missing:
         print(f"scenarios without numbers: {missing}", file=sys.stderr)
         return 1
@@ -175,6 +255,16 @@ def main():
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['n']} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | "
                      f"{r.get('ratio', '')} |")
+    lines += [
+        "",
+        "| streaming and throughput | value |",
+        "|---|---|",
+        f"| time to first streamed byte (`echo x` over SSE, request to first event) p50 / p99 | "
+        f"{pct(fb, 50):.2f} / {pct(fb, 99):.2f} ms |",
+    ]
+    for k, v in extra["throughput"].items():
+        lines.append(f"| exec `true` throughput, {k} concurrent client(s) | {v:.0f} execs/s |")
+    lines += [f"| stdout streamed over SSE (base64 events) | {extra['stream_mb_s']:.0f} MB/s |", ""]
     lines += ["", f"Daemon RSS after the run: {rss_kb / 1024:.1f} MiB.", ""]
     with open(os.path.join(ROOT, "docs", "benchmarks.md.new"), "w") as f:
         f.write("\n".join(lines))

@@ -27,7 +27,10 @@ extern char **environ;
 
 #define FIELD_HDR_LEN 6
 #define DATA_HDR_LEN (SBX_PROTO_HDR_LEN + FIELD_HDR_LEN)
-#define OUT_CHUNK 65536
+/* Output is read and framed in chunks this large; the pipes are grown to hold several, so a
+ * fast writer is not woken for every 64 KiB. */
+#define OUT_CHUNK (256 * 1024)
+#define OUT_PIPE_SIZE (1024 * 1024)
 /* After the command exits, output is drained until both pipes reach EOF, but a background
  * process may hold them open forever: stop after DRAIN_QUIET_NS without data, and in any
  * case DRAIN_MAX_NS after the exit (a chatty orphan would otherwise never let go). */
@@ -627,6 +630,9 @@ void sbx_agent_exec(int sock, const sbx_exec_req_t *req)
         sbx_agent_send_error(sock, errno, "pipe: %s", strerror(errno));
         goto out;
     }
+    /* Best effort: the default 64 KiB pipe makes a streaming command ping-pong with us. */
+    fcntl(out[0], F_SETPIPE_SZ, OUT_PIPE_SIZE);
+    fcntl(err[0], F_SETPIPE_SZ, OUT_PIPE_SIZE);
     int64_t start_ns = sbx_mono_ns();
     pid_t pid = fork();
     if (pid < 0) {

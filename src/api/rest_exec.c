@@ -89,27 +89,42 @@ static size_t utf8_tail(const uint8_t *d, size_t n)
     return 0;
 }
 
+/* Base64 events are the bulk path: written straight into the buffer, since their data
+ * needs no JSON escaping. */
+static void sse_output_b64(sse_t *st, int which, const uint8_t *data, size_t len, int64_t ts)
+{
+    char head[64], tail[96];
+    int hl =
+        snprintf(head, sizeof head, "data: {\"type\":\"%s\",\"data\":\"", which == 0 ? "stdout" : "stderr");
+    int tl = snprintf(tail, sizeof tail, "\",\"encoding\":\"base64\",\"timestamp\":%lld}\n\n", (long long)ts);
+    char *b = sbx_base64_encode(data, len);
+    size_t bl = strlen(b);
+    st->buf = xrealloc(st->buf, st->len + (size_t)hl + bl + (size_t)tl + 1);
+    memcpy(st->buf + st->len, head, (size_t)hl);
+    memcpy(st->buf + st->len + hl, b, bl);
+    memcpy(st->buf + st->len + hl + bl, tail, (size_t)tl);
+    st->len += (size_t)hl + bl + (size_t)tl;
+    free(b);
+}
+
 static void sse_output(sse_t *st, int which, const uint8_t *data, size_t len, int64_t ts)
 {
+    if (st->base64) {
+        sse_output_b64(st, which, data, len, ts);
+        return;
+    }
+    /* Text events carry whole characters: a sequence split between chunks waits. */
     json_t *ev = json_object();
     json_object_set_new(ev, "type", json_string(which == 0 ? "stdout" : "stderr"));
-    if (st->base64) {
-        char *b = sbx_base64_encode(data, len);
-        json_object_set_new(ev, "data", json_string(b));
-        json_object_set_new(ev, "encoding", json_string("base64"));
-        free(b);
-    } else {
-        /* Text events carry whole characters: a sequence split between chunks waits. */
-        size_t total = st->carry_len[which] + len;
-        uint8_t *joined = xmalloc(total + 1);
-        memcpy(joined, st->carry[which], st->carry_len[which]);
-        memcpy(joined + st->carry_len[which], data, len);
-        size_t tail = utf8_tail(joined, total);
-        memcpy(st->carry[which], joined + total - tail, tail);
-        st->carry_len[which] = tail;
-        json_object_set_new(ev, "data", sbx_json_lossy_string((char *)joined, total - tail));
-        free(joined);
-    }
+    size_t total = st->carry_len[which] + len;
+    uint8_t *joined = xmalloc(total + 1);
+    memcpy(joined, st->carry[which], st->carry_len[which]);
+    memcpy(joined + st->carry_len[which], data, len);
+    size_t tail = utf8_tail(joined, total);
+    memcpy(st->carry[which], joined + total - tail, tail);
+    st->carry_len[which] = tail;
+    json_object_set_new(ev, "data", sbx_json_lossy_string((char *)joined, total - tail));
+    free(joined);
     json_object_set_new(ev, "timestamp", json_integer(ts));
     sse_emit(st, ev);
 }
