@@ -87,12 +87,18 @@ static void close_other_fds(int keep)
 /* SIG_IGN survives exec, and the agent ignores SIGPIPE and blocks SIGCHLD. */
 static void reset_signals(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
+    /* The raw system call, because glibc's sigaction() refuses the two real-time signals it
+     * reserves for itself (32 and 33), and an ignored disposition of those is inherited
+     * from whatever started the agent just like any other. */
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } ksa = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++)
         if (s != SIGKILL && s != SIGSTOP)
-            sigaction(s, &sa, NULL);
+            syscall(SYS_rt_sigaction, s, &ksa, NULL, sizeof ksa.mask);
     sigset_t empty;
     sigemptyset(&empty);
     sigprocmask(SIG_SETMASK, &empty, NULL);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include <sys/syscall.h>
 #include "common/util.h"
 #include "proto/proto.h"
 
@@ -70,6 +71,16 @@ static void start_agent(void)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
+        /* Start the agent with glibc's two reserved real-time signals ignored, as some
+         * process managers leave them: commands must still get default dispositions. */
+        struct {
+            void *handler;
+            unsigned long flags;
+            void *restorer;
+            uint64_t mask;
+        } ign = {SIG_IGN, 0, NULL, 0};
+        syscall(SYS_rt_sigaction, 32, &ign, NULL, sizeof ign.mask);
+        syscall(SYS_rt_sigaction, 33, &ign, NULL, sizeof ign.mask);
         execl(bin, bin, "--socket", sock_path, (char *)NULL);
         _exit(127);
     }
