@@ -1,7 +1,7 @@
 # sandboxd build.  `make` builds build/sandboxd, build/sandbox and build/sandbox-agent.
 CC ?= cc
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow -Isrc -D_GNU_SOURCE \
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wshadow -Isrc -D_GNU_SOURCE \
           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP
 SAN ?=
 ifneq ($(SAN),)

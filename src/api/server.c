@@ -26,6 +26,13 @@ typedef struct {
     char *body;
     size_t len, cap;
     bool too_large;
+    /* A streamed upload (a route with upload ops). */
+    const sbx_route_t *route;
+    void *ustate;
+    bool ubegun;     /* begin succeeded and neither finish nor abort ran yet */
+    bool ufailed;    /* a chunk failed: the rest is discarded, uerr is answered */
+    bool responded;  /* an answer is queued already */
+    sbx_err_t uerr;
 } conn_ctx_t;
 
 sbx_core_t *sbx_api_core(sbx_api_t *api)
@@ -262,6 +269,14 @@ static bool check_auth(struct MHD_Connection *c, const char *token, sbx_dialect_
     return true;
 }
 
+static void fill_request_meta(struct MHD_Connection *c, sbx_http_req_t *req)
+{
+    req->content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    int64_t n;
+    req->content_length = cl && sbx_parse_i64(cl, &n) == 0 && n >= 0 ? (uint64_t)n : UINT64_MAX;
+}
+
 static enum MHD_Result dispatch(sbx_api_t *api, struct MHD_Connection *c, const char *url, const char *method,
                                 conn_ctx_t *ctx)
 {
@@ -306,6 +321,7 @@ static enum MHD_Result dispatch(sbx_api_t *api, struct MHD_Connection *c, const 
         ret = send_error(c, req.dialect, 413, &err);
         goto done;
     }
+    fill_request_meta(c, &req);
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, req.query);
     /* Merge order of the reference: query, then body keys, then path params. */
     json_t *path_params = json_deep_copy(req.params);
@@ -361,6 +377,85 @@ done:
     return ret;
 }
 
+static enum MHD_Result answer(struct MHD_Connection *c, sbx_dialect_t d, sbx_http_resp_t *resp)
+{
+    if (resp->stream_fn || resp->raw) {
+        json_decref(resp->json);
+        return send_body(c, resp);
+    }
+    if (resp->status == 204) {
+        json_decref(resp->json);
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(c, 204, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    return send_json(c, resp->status, resp->json ? resp->json : json_object());
+}
+
+static enum MHD_Result answer_error(struct MHD_Connection *c, sbx_dialect_t d, const char *method, const char *url,
+                                    const sbx_err_t *err)
+{
+    int status = sbx_api_status_for(err);
+    if (status >= 500 && err->kind != SBX_E_LIMIT && err->kind != SBX_E_UNAVAILABLE)
+        log_error("%s %s: %s", method, url, err->msg);
+    return send_error(c, d, status, err);
+}
+
+/* The first call of a streamed upload: authenticate, then let the route accept or refuse
+ * the body before any of it is read. */
+static enum MHD_Result upload_begin(sbx_api_t *api, struct MHD_Connection *c, const char *url, const char *method,
+                                    conn_ctx_t *ctx, sbx_http_req_t *req)
+{
+    const sbx_route_t *rt = ctx->route;
+    const char *token = sbx_core_config(api->core)->auth_token;
+    if (!rt->open && token && *token && !check_auth(c, token, rt->dialect)) {
+        ctx->responded = true;
+        return MHD_YES;
+    }
+    req->dialect = rt->dialect;
+    fill_request_meta(c, req);
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, req->query);
+    json_t *path_params = json_deep_copy(req->params);
+    json_object_update(req->params, req->query);
+    json_object_update(req->params, path_params);
+    json_decref(path_params);
+    sbx_err_t err = SBX_ERR_INIT;
+    if (rt->upload->begin(api, req, &ctx->ustate, &err) < 0) {
+        ctx->responded = true;
+        return answer_error(c, rt->dialect, method, url, &err);
+    }
+    ctx->ubegun = true;
+    return MHD_YES;
+}
+
+static enum MHD_Result upload_step(struct MHD_Connection *c, const char *url, const char *method, conn_ctx_t *ctx,
+                                   const char *data, size_t *size)
+{
+    const sbx_route_t *rt = ctx->route;
+    if (*size) {
+        if (ctx->ubegun && !ctx->ufailed && rt->upload->chunk(ctx->ustate, data, *size, &ctx->uerr) < 0)
+            ctx->ufailed = true;
+        *size = 0;
+        return MHD_YES;
+    }
+    if (ctx->responded || !ctx->ubegun)
+        return MHD_YES;
+    ctx->ubegun = false;
+    ctx->responded = true;
+    if (ctx->ufailed) {
+        rt->upload->abort(ctx->ustate);
+        return answer_error(c, rt->dialect, method, url, &ctx->uerr);
+    }
+    sbx_http_resp_t resp = {.status = 200};
+    sbx_err_t err = SBX_ERR_INIT;
+    if (rt->upload->finish(ctx->ustate, &resp, &err) < 0) {
+        json_decref(resp.json);
+        return answer_error(c, rt->dialect, method, url, &err);
+    }
+    return answer(c, rt->dialect, &resp);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -368,9 +463,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     sbx_api_t *api = cls;
     conn_ctx_t *ctx = *con_cls;
     if (!ctx) {
-        *con_cls = xcalloc(1, sizeof(conn_ctx_t));
-        return MHD_YES;
+        ctx = xcalloc(1, sizeof(conn_ctx_t));
+        *con_cls = ctx;
+        /* Routes that stream their body are known from the first call on. */
+        sbx_http_req_t req = {.method = method, .path = url, .params = json_object(), .query = json_object()};
+        char pathbuf[2048];
+        bool known = false;
+        const sbx_route_t *rt = match_route(api, method, url, &req, &known, pathbuf, sizeof pathbuf);
+        enum MHD_Result ret = MHD_YES;
+        if (rt && rt->upload) {
+            ctx->route = rt;
+            ret = upload_begin(api, c, url, method, ctx, &req);
+        }
+        json_decref(req.params);
+        json_decref(req.query);
+        return ret;
     }
+    if (ctx->route)
+        return upload_step(c, url, method, ctx, upload_data, upload_data_size);
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -395,6 +505,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     conn_ctx_t *ctx = *con_cls;
     if (ctx) {
+        if (ctx->ubegun)
+            ctx->route->upload->abort(ctx->ustate);
         free(ctx->body);
         free(ctx);
         *con_cls = NULL;

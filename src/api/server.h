@@ -29,6 +29,8 @@ typedef struct {
     json_t *params;    /* merged: query, then body keys, then path params */
     const char *path_params[4];
     int n_path_params;
+    const char *content_type; /* the request's Content-Type header, or NULL */
+    uint64_t content_length;  /* the declared body size, or UINT64_MAX when unknown (chunked) */
 } sbx_http_req_t;
 
 /* Produces a streamed body: fills buf with up to max bytes and returns the count, or
@@ -58,12 +60,27 @@ typedef struct {
 
 typedef int (*sbx_route_fn)(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err);
 
+/* A route that consumes its request body as it arrives (raw uploads of any size), instead
+ * of having it buffered (SBX_API_MAX_BODY) and parsed as JSON.  The request given to begin
+ * has query and path parameters but no body; begin may refuse (its error is answered at
+ * once and the rest of the body is not read).  chunk is called for each piece of the body;
+ * after a chunk error the rest is discarded and that error answered.  finish fills the
+ * response once the body is complete.  abort runs instead of finish when the request ends
+ * early (client gone, an error); exactly one of finish/abort runs after a successful begin. */
+typedef struct {
+    int (*begin)(sbx_api_t *api, sbx_http_req_t *req, void **state, sbx_err_t *err);
+    int (*chunk)(void *state, const char *data, size_t len, sbx_err_t *err);
+    int (*finish)(void *state, sbx_http_resp_t *resp, sbx_err_t *err);
+    void (*abort)(void *state);
+} sbx_upload_ops_t;
+
 typedef struct {
     const char *method;
     const char *pattern; /* segments, ":x" matches one segment; "{prefix}" is the REST prefix */
     sbx_route_fn fn;
     bool open; /* true: no auth (health) */
     sbx_dialect_t dialect;
+    const sbx_upload_ops_t *upload; /* set: the body is streamed to these (fn is unused) */
 } sbx_route_t;
 
 /* Starts listening.  Borrows core for its whole life. */

@@ -37,12 +37,17 @@ enum sbx_msg_type {
     SBX_MSG_PING = 5,      /* answered with PONG */
     SBX_MSG_KILL = 6,      /* PID, SIGNO: signal one process by its pid inside the sandbox;
                             * answered with EXIT (EXIT_CODE 0) or ERROR (ERRNO) */
+    SBX_MSG_FS = 7,        /* a file operation: OP, PATH, ... (see "File operations" in
+                            * docs/protocol.md); answered with RESULT or ERROR */
+    SBX_MSG_DATA = 8,      /* DATA: file content, in either direction */
+    SBX_MSG_END = 9,       /* the end of a DATA sequence (either direction) */
     /* agent -> daemon */
     SBX_MSG_STARTED = 64, /* PID: the command is running (pid inside the sandbox) */
     SBX_MSG_STDOUT = 65,  /* DATA */
     SBX_MSG_STDERR = 66,  /* DATA */
     SBX_MSG_EXIT = 67,    /* EXIT_CODE, SIGNO (0 if none), TIMED_OUT, DURATION_MS */
     SBX_MSG_ERROR = 68,   /* ERRNO?, MESSAGE: the operation failed before it started */
+    SBX_MSG_RESULT = 70,   /* MESSAGE: the JSON result of a file operation */
     SBX_MSG_PONG = 69,    /* VERSION, PID */
 };
 
@@ -63,9 +68,31 @@ enum sbx_tag {
     SBX_TAG_VERSION = 14,     /* int */
     SBX_TAG_UID = 15,         /* int; run the command as this uid (default 0) */
     SBX_TAG_GID = 16,         /* int */
+    SBX_TAG_OP = 17,          /* string: stat ls mkdir rm rmdir mv chmod read write search grep sed */
+    SBX_TAG_PATH = 18,        /* string: an absolute path inside the sandbox */
+    SBX_TAG_PATH2 = 19,       /* string: the destination of mv */
+    SBX_TAG_MODE = 20,        /* int: permission bits for mkdir / a new file */
+    SBX_TAG_TEXT = 21,        /* string: chmod mode (octal or symbolic), glob, or pattern */
+    SBX_TAG_TEXT2 = 22,       /* string: sed replacement */
+    SBX_TAG_OFFSET = 23,      /* int: read from this byte */
+    SBX_TAG_LENGTH = 24,      /* int: read at most this many bytes (-1 = to the end); result caps */
+    SBX_TAG_FS_FLAGS = 25,    /* int: SBX_FS_* */
 };
 
-/* No flags are defined yet; the field exists so that PTY and detached modes can be added. */
+/* Flags of file operations. */
+enum {
+    SBX_FS_RECURSIVE = 1,  /* rm, rmdir, chmod, ls, search, grep, sed: descend into directories */
+    SBX_FS_PARENTS = 2,    /* mkdir, write: create missing parent directories */
+    SBX_FS_APPEND = 4,     /* write: append to the file instead of replacing it */
+    SBX_FS_IN_PLACE = 8,   /* write: truncate and write the file itself, not a temporary + rename */
+    SBX_FS_REGEX = 16,     /* grep, sed: TEXT is a POSIX extended regex, not a literal string */
+    SBX_FS_ICASE = 32,     /* grep, sed: ignore case */
+    SBX_FS_FORCE = 64,     /* rm: a missing path is not an error */
+    SBX_FS_NO_CLOBBER = 128, /* mv: fail with EEXIST rather than replace the destination */
+    SBX_FS_EXCLUSIVE = 256,  /* write, mkdir: fail with EEXIST if the path exists */
+};
+
+/* No exec flags are defined yet; the field exists so that PTY and detached modes can be added. */
 enum { SBX_EXEC_F_NONE = 0 };
 
 typedef struct {
