@@ -239,3 +239,21 @@ def host_leftovers(state_dir, sid):
         except OSError:
             pass
     return found
+
+
+def agent_pid(sid):
+    """The host pid of a sandbox's agent (its PID 1), found through its cgroup."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if f"/sandboxd/{sid}" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:") and line.split()[-1] == "1":
+                        return int(pid)
+        except OSError:
+            pass
+    return None

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from conftest import SANDBOXD, Daemon, host_leftovers
+from conftest import SANDBOXD, Daemon, agent_pid, host_leftovers
 
 
 def run_sandboxd(args, env=None, timeout=10):
@@ -141,23 +141,6 @@ def test_crash_restart_readopts_live_sandboxes(busybox_rootfs):
         assert host_leftovers(d.state_dir, sid) == []
     finally:
         d.cleanup()
-
-
-def agent_pid(sid):
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if f"/sandboxd/{sid}" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:") and line.split()[-1] == "1":
-                        return int(pid)
-        except OSError:
-            pass
-    return None
 
 
 def test_agent_killed_from_outside_marks_failed(daemon):

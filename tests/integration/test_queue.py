@@ -5,7 +5,7 @@ import re
 import signal
 import time
 
-from conftest import Daemon
+from conftest import Daemon, agent_pid
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -37,24 +37,6 @@ def wait_job(d, jid, until=TERMINAL, timeout=60):
             return j
         time.sleep(0.05)
     raise AssertionError(f"job {jid} still {j['status']} after {timeout}s: {j}")
-
-
-def agent_pid(sid):
-    """The host pid of a sandbox's agent (its PID 1)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if f"/sandboxd/{sid}" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:") and line.split()[-1] == "1":
-                        return int(pid)
-        except OSError:
-            pass
-    return None
 
 
 def max_overlap(jobs):
