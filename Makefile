@@ -8,7 +8,7 @@ ifneq ($(SAN),)
 CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)
 endif
-PKGS_DAEMON := libmicrohttpd jansson sqlite3 libseccomp yaml-0.1
+PKGS_DAEMON := libmicrohttpd jansson sqlite3 libseccomp yaml-0.1 libcurl libarchive libcrypto
 PKGS_CLI := libcurl jansson
 DAEMON_CFLAGS := $(shell pkg-config --cflags $(PKGS_DAEMON) 2>/dev/null)
 DAEMON_LIBS := $(shell pkg-config --libs $(PKGS_DAEMON) 2>/dev/null) -lpthread -lm

@@ -6,6 +6,8 @@ Measures, for a busybox image on this machine:
 and, in alternation with them so machine drift cancels out, the peers that exist here:
   - bubblewrap one-shot `true` over the same rootfs (`bwrap --unshare-all ... true`)
   - a plain fork+exec of `true` on the host (the process floor)
+plus streaming (SSE first byte, exec throughput, stdout MB/s) and the raw file routes (write
+and read MB/s for 1 MiB and 256 MiB files, 4 KiB write + read round trip).
 Results: a table on stdout, raw samples in bench/results/<date>.json, docs/benchmarks.md.
 """
 import argparse
@@ -123,6 +125,64 @@ def stream_scenarios(d, live, rounds):
     return out
 
 
+def file_scenarios(d, rounds):
+    """Raw file routes: write and read MB/s for 1 MiB and 256 MiB files, and a 4 KiB
+    write + read round trip on one keep-alive connection.  The sandbox gets enough memory
+    for its tmpfs writable layer (the file and, during an atomic overwrite, its temporary)."""
+    c = Client(d.port)
+    sid = c.call("POST", "/sandbox/sandboxes", {"image": "busybox", "memory_mb": 1536})["id"]
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=600)
+    url = f"/sandbox/sandboxes/{sid}/files/raw?path="
+
+    def put(name, data):
+        conn.request("PUT", url + name, body=data, headers={"Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"PUT {name}: {r.status} {body[:200]!r}")
+
+    def get(name):
+        conn.request("GET", url + name)
+        r = conn.getresponse()
+        n = 0
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            n += len(b)
+        if r.status != 200:
+            raise RuntimeError(f"GET {name}: {r.status}")
+        return n
+
+    out = {"write_mb_s": {}, "read_mb_s": {}, "small_rt_ms": []}
+    try:
+        for mib, n in ((1, max(10, rounds // 4)), (256, 3 if rounds >= 100 else 2)):
+            data = os.urandom(1 << 20) * mib
+            w, r = [], []
+            for i in range(n):
+                c.call("POST", f"/sandbox/sandboxes/{sid}/files/delete", {"path": f"f{mib}"})
+                t0 = time.perf_counter()
+                put(f"f{mib}", data)
+                w.append(mib * 1.048576 / (time.perf_counter() - t0))
+                t0 = time.perf_counter()
+                assert get(f"f{mib}") == len(data)
+                r.append(mib * 1.048576 / (time.perf_counter() - t0))
+            out["write_mb_s"][mib] = statistics.median(w)
+            out["read_mb_s"][mib] = statistics.median(r)
+            c.call("POST", f"/sandbox/sandboxes/{sid}/files/delete", {"path": f"f{mib}"})
+            del data
+        small = os.urandom(4096)
+        for i in range(max(50, rounds)):
+            t0 = time.perf_counter()
+            put("small", small)
+            assert get("small") == 4096
+            out["small_rt_ms"].append((time.perf_counter() - t0) * 1000)
+    finally:
+        conn.close()
+        c.call("DELETE", f"/sandbox/sandboxes/{sid}")
+    return out
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -185,6 +245,7 @@ def main():
             subprocess.run([true_bin], check=True)
             samples["fork_exec"].append((time.perf_counter() - t0) * 1000)
         extra = stream_scenarios(d, live, rounds)
+        extra["files"] = file_scenarios(d, rounds)
         c.call("DELETE", f"/sandbox/sandboxes/{live}")
         rss_kb = 0
         with open(f"/proc/{d.proc.pid}/status") as f:
@@ -223,6 +284,11 @@ def main():
     for k, v in extra["throughput"].items():
         print(f"exec throughput with {k:>2} clients: {v:.0f} execs/s")
     print(f"stdout streaming (SSE, base64): {extra['stream_mb_s']:.0f} MB/s")
+    fs = extra["files"]
+    for mib in fs["write_mb_s"]:
+        print(f"raw file {mib:>3} MiB: write {fs['write_mb_s'][mib]:.0f} MB/s, read {fs['read_mb_s'][mib]:.0f} MB/s")
+    print(f"4 KiB file write + read round trip (raw routes): p50 {pct(fs['small_rt_ms'], 50):.2f} ms, "
+          f"p99 {pct(fs['small_rt_ms'], 99):.2f} ms")
     print(f"daemon RSS after the run: {rss_kb / 1024:.1f} MiB")
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
@@ -233,6 +299,8 @@ def main():
     missing = [k for k in ("lifecycle", "exec", "fork_exec") if not samples[k]]
     if not fb or not extra["throughput"] or not extra["stream_mb_s"]:
         missing.append("streams")
+    if not extra["files"]["small_rt_ms"] or len(extra["files"]["write_mb_s"]) < 2:
+        missing.append("files")
     if missing:
         print(f"scenarios without numbers: {missing}", file=sys.stderr)
         return 1
@@ -264,7 +332,12 @@ def main():
     ]
     for k, v in extra["throughput"].items():
         lines.append(f"| exec `true` throughput, {k} concurrent client(s) | {v:.0f} execs/s |")
-    lines += [f"| stdout streamed over SSE (base64 events) | {extra['stream_mb_s']:.0f} MB/s |", ""]
+    lines += [f"| stdout streamed over SSE (base64 events) | {extra['stream_mb_s']:.0f} MB/s |"]
+    for mib in fs["write_mb_s"]:
+        lines.append(f"| raw file {mib} MiB (`PUT` / `GET files/raw`): write / read | "
+                     f"{fs['write_mb_s'][mib]:.0f} / {fs['read_mb_s'][mib]:.0f} MB/s |")
+    lines += [f"| 4 KiB file write + read round trip (raw routes, keep-alive) p50 / p99 | "
+              f"{pct(fs['small_rt_ms'], 50):.2f} / {pct(fs['small_rt_ms'], 99):.2f} ms |", ""]
     lines += ["", f"Daemon RSS after the run: {rss_kb / 1024:.1f} MiB.", ""]
     with open(os.path.join(ROOT, "docs", "benchmarks.md.new"), "w") as f:
         f.write("\n".join(lines))

@@ -5,8 +5,10 @@ set -eu
 
 PKGS="build-essential pkg-config
 libmicrohttpd-dev libjansson-dev libsqlite3-dev libseccomp-dev libyaml-dev libcurl4-openssl-dev
+libarchive-dev libssl-dev
 mmdebstrap busybox-static ca-certificates
-python3 python3-pytest clang-format"
+python3 python3-pytest clang-format
+docker-registry skopeo umoci"
 
 missing=""
 for p in $PKGS; do

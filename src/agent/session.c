@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent/exec.h"
+#include "agent/fs.h"
 #include "common/util.h"
 #include "proto/proto.h"
 
@@ -102,6 +103,8 @@ void sbx_agent_session_run(int sock)
             run_exec(sock, payload, hdr.len);
         else if (hdr.type == SBX_MSG_KILL)
             run_kill(sock, payload, hdr.len);
+        else if (hdr.type == SBX_MSG_FS)
+            sbx_agent_fs(sock, payload, hdr.len);
         else
             sbx_agent_send_error(sock, EPROTO, "unexpected message type %u", hdr.type);
         free(payload);

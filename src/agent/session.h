@@ -2,7 +2,8 @@
  *
  * The agent forks one session process per accepted connection.  The first frame selects
  * the operation: PING is answered with PONG and the session waits for the next frame;
- * EXEC runs a command (agent/exec.h) and ends the session once its EXIT is sent.  Any
+ * EXEC runs a command (agent/exec.h) and ends the session once its EXIT is sent; FS runs
+ * one file operation (agent/fs.h) and ends the session; KILL signals a process.  Any
  * other first frame is answered with ERROR and the connection is closed. */
 #ifndef SBX_AGENT_SESSION_H
 #define SBX_AGENT_SESSION_H

@@ -9,13 +9,17 @@
 #include "api/server.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "api/params.h"
 #include "common/base64.h"
 #include "common/util.h"
+#include "core/files.h"
+#include "proto/proto.h"
 
 /* The guide's exec default when the payload has no timeout_ms. */
 #define FN_DEFAULT_EXEC_TIMEOUT_MS 30000
@@ -28,7 +32,8 @@ static const char *fn_error_type(const sbx_err_t *err)
     } by_code[] = {
         {"S001", "validation"}, {"S002", "validation"}, {"S003", "validation"}, {"S004", "validation"},
         {"S100", "config"},     {"S101", "internal"},   {"S102", "transient"},  {"S200", "execution"},
-        {"S300", "platform"},   {"S400", "config"},
+        {"S300", "platform"},   {"S400", "config"},     {"S201", "execution"},  {"S202", "execution"},
+        {"S203", "execution"},  {"S204", "execution"},  {"S205", "execution"},  {"S206", "execution"},
     };
     for (size_t i = 0; i < SBX_ARRAY_LEN(by_code); i++)
         if (!strcmp(err->code, by_code[i].code))
@@ -81,6 +86,15 @@ static int fn_status(const sbx_err_t *err, const char *code)
         return 503;
     if (!strcmp(code, "S200"))
         return 504;
+    static const struct {
+        const char *code;
+        int status;
+    } fs_status[] = {
+        {"S201", 404}, {"S202", 400}, {"S203", 403}, {"S204", 413}, {"S205", 400}, {"S206", 409},
+    };
+    for (size_t i = 0; i < SBX_ARRAY_LEN(fs_status); i++)
+        if (!strcmp(code, fs_status[i].code))
+            return fs_status[i].status;
     return sbx_api_status_for(err);
 }
 
@@ -340,16 +354,398 @@ static int fn_stop(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *
     return 0;
 }
 
+/* File operations (sandbox::fs::*).  Each runs inside the sandbox through its agent
+ * (core/files.h); this layer only reads payloads, picks flags and renders. */
+
+/* The S2xx code of a file error the agent reported (docs/api.md, "File errors").  Errors
+ * that already carry an S-code (S002 unknown sandbox, S004 stopped, S001 bad payload)
+ * keep it. */
+static const char *fs_code_for(const sbx_err_t *err)
+{
+    switch (err->errnum) {
+    case ENOENT: return "S201";
+    case EISDIR:
+    case ENOTDIR: return "S202";
+    case EACCES:
+    case EPERM:
+    case EROFS: return "S203";
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG: return "S204";
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP: return "S205";
+    case EEXIST:
+    case ENOTEMPTY:
+    case EBUSY: return "S206";
+    default: break;
+    }
+    switch (err->kind) {
+    case SBX_E_NOT_FOUND: return "S201";
+    case SBX_E_FORBIDDEN: return "S203";
+    case SBX_E_TOO_LARGE: return "S204";
+    case SBX_E_INVALID: return "S205";
+    case SBX_E_CONFLICT: return "S206";
+    default: return NULL;
+    }
+}
+
+/* Gives a core file error its S2xx code; returns -1 for the handler to pass on. */
+static int fs_error(sbx_err_t *err)
+{
+    if (err->code[0] == 'S')
+        return -1;
+    const char *code = fs_code_for(err);
+    if (code)
+        snprintf(err->code, sizeof err->code, "%s", code);
+    return -1;
+}
+
+/* The required `path` (or another path field) of a payload: a non-empty string without
+ * NUL bytes. */
+static int get_path(json_t *p, const char *key, const char **out, sbx_err_t *err)
+{
+    int r = sbx_param_str(p, key, out, err);
+    if (r < 0)
+        return -1;
+    if (r == 0 || !**out)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s is required", key);
+    if (strlen(*out) != json_string_length(json_object_get(p, key)))
+        return sbx_fail(err, SBX_E_INVALID, "S205", "%s must not contain NUL bytes", key);
+    return 0;
+}
+
+/* Adds `flag` to *flags when the boolean field `key` is true (default `def`). */
+static int get_flag(json_t *p, const char *key, bool def, unsigned flag, unsigned *flags, sbx_err_t *err)
+{
+    bool v = def;
+    if (sbx_param_bool(p, key, &v, err) < 0)
+        return -1;
+    if (v)
+        *flags |= flag;
+    return 0;
+}
+
+/* A permission mode given as an integer (JSON numbers are taken as decimal values, e.g.
+ * 420 for 0644) or as a string of 3-4 octal digits ("0755"). */
+static int get_octal_mode(json_t *p, const char *key, int64_t *mode, sbx_err_t *err)
+{
+    json_t *v = json_object_get(p, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_integer(v)) {
+        *mode = json_integer_value(v);
+    } else if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end = NULL;
+        size_t n = strlen(s);
+        errno = 0;
+        long m = n >= 1 && n <= 4 ? strtol(s, &end, 8) : -1;
+        if (m < 0 || !end || *end)
+            return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be octal digits such as \"0644\"", key);
+        *mode = m;
+    } else {
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal string or an integer", key);
+    }
+    if (*mode < 0 || *mode > 07777)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between 0 and 07777", key);
+    return 1;
+}
+
+/* Runs one non-streaming operation and answers the agent's result as the function's. */
+static int fs_run(sbx_api_t *api, const char *id, const sbx_fs_req_t *req, sbx_http_resp_t *resp,
+                  sbx_err_t *err)
+{
+    json_t *result = NULL;
+    if (sbx_core_fs(sbx_api_core(api), id, req, &result, err) < 0)
+        return fs_error(err);
+    resp->json =
+        json_is_object(result) ? result : json_pack("{s:o}", "result", result ? result : json_null());
+    return 0;
+}
+
+static int fn_fs_ls(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "ls", .path = ".", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || sbx_param_str(p, "path", &r.path, err) < 0 ||
+        get_flag(p, "recursive", false, SBX_FS_RECURSIVE, &r.flags, err) < 0 ||
+        sbx_param_int(p, "limit", 0, INT32_MAX, &r.limit, err) < 0)
+        return -1;
+    if (!*r.path)
+        r.path = ".";
+    return fs_run(api, id, &r, resp, err);
+}
+
+static int fn_fs_stat(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "stat", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &r.path, err) < 0)
+        return -1;
+    return fs_run(api, id, &r, resp, err);
+}
+
+static int fn_fs_mkdir(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "mkdir", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &r.path, err) < 0 ||
+        get_flag(p, "parents", false, SBX_FS_PARENTS, &r.flags, err) < 0 ||
+        get_octal_mode(p, "mode", &r.mode, err) < 0)
+        return -1;
+    return fs_run(api, id, &r, resp, err);
+}
+
+static int fn_fs_mv(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    bool overwrite = true;
+    sbx_fs_req_t r = {.op = "mv", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "from", &r.path, err) < 0 ||
+        get_path(p, "to", &r.path2, err) < 0 || sbx_param_bool(p, "overwrite", &overwrite, err) < 0)
+        return -1;
+    if (!overwrite)
+        r.flags |= SBX_FS_NO_CLOBBER;
+    return fs_run(api, id, &r, resp, err);
+}
+
+static int fn_fs_rm(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "rm", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &r.path, err) < 0 ||
+        get_flag(p, "recursive", false, SBX_FS_RECURSIVE, &r.flags, err) < 0 ||
+        get_flag(p, "force", false, SBX_FS_FORCE, &r.flags, err) < 0)
+        return -1;
+    return fs_run(api, id, &r, resp, err);
+}
+
+/* chmod takes the mode as the agent does: octal digits or symbolic ("u+x,go-w"); a JSON
+ * integer is taken as the mode's value (493 = 0755). */
+static int fn_fs_chmod(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    char buf[16];
+    sbx_fs_req_t r = {.op = "chmod", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &r.path, err) < 0 ||
+        get_flag(p, "recursive", false, SBX_FS_RECURSIVE, &r.flags, err) < 0)
+        return -1;
+    json_t *m = json_object_get(p, "mode");
+    if (json_is_integer(m) && json_integer_value(m) >= 0 && json_integer_value(m) <= 07777) {
+        snprintf(buf, sizeof buf, "%04llo", (unsigned long long)json_integer_value(m));
+        r.text = buf;
+    } else if (json_is_string(m) && *json_string_value(m)) {
+        r.text = json_string_value(m);
+    } else {
+        return sbx_fail(err, SBX_E_INVALID, "S001",
+                        "mode is required: octal digits (\"0755\") or symbolic (\"u+x,go-w\")");
+    }
+    return fs_run(api, id, &r, resp, err);
+}
+
+/* The pattern options shared by grep and sed: `regex` (POSIX extended) or a literal
+ * string, and `ignore_case`.  A directory is always searched whole, subdirectories
+ * included (the agent walks it without following symlinks). */
+static int get_pattern(json_t *p, sbx_fs_req_t *r, sbx_err_t *err)
+{
+    r->flags |= SBX_FS_RECURSIVE;
+    if (get_path(p, "pattern", &r->text, err) < 0 ||
+        get_flag(p, "regex", false, SBX_FS_REGEX, &r->flags, err) < 0 ||
+        get_flag(p, "ignore_case", false, SBX_FS_ICASE, &r->flags, err) < 0 ||
+        sbx_param_int(p, "limit", 0, INT32_MAX, &r->limit, err) < 0)
+        return -1;
+    if (!r->path || !*r->path)
+        r->path = ".";
+    return 0;
+}
+
+static int fn_fs_grep(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "grep", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || sbx_param_str(p, "path", &r.path, err) < 0 ||
+        get_pattern(p, &r, err) < 0)
+        return -1;
+    return fs_run(api, id, &r, resp, err);
+}
+
+static int fn_fs_sed(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id;
+    sbx_fs_req_t r = {.op = "sed", .mode = -1};
+    if (get_sandbox_id(p, &id, err) < 0 || sbx_param_str(p, "path", &r.path, err) < 0 ||
+        get_pattern(p, &r, err) < 0 || sbx_param_str(p, "replacement", &r.text2, err) < 0)
+        return -1;
+    if (!r.text2)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "replacement is required (it may be empty)");
+    return fs_run(api, id, &r, resp, err);
+}
+
+/* fs::read streams the file's bytes as the HTTP body, one agent chunk at a time. */
+typedef struct {
+    sbx_fs_reader_t *reader;
+    const uint8_t *data; /* the rest of the current chunk */
+    long left;
+    bool done;
+    char size[32], mode[16];
+} fs_read_stream_t;
+
+static long fs_read_stream(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    fs_read_stream_t *s = cls;
+    while (s->left == 0) {
+        if (s->done)
+            return SBX_STREAM_END;
+        sbx_err_t err = SBX_ERR_INIT;
+        long n = sbx_core_fs_read_next(s->reader, &s->data, &err);
+        if (n < 0) {
+            /* The status line is gone already: cutting the connection is the only way to
+             * tell the client that the body is incomplete. */
+            log_warn("fs::read: %s", err.msg);
+            return SBX_STREAM_ERROR;
+        }
+        if (n == 0)
+            s->done = true;
+        s->left = n;
+    }
+    size_t n = (size_t)s->left < max ? (size_t)s->left : max;
+    memcpy(buf, s->data, n);
+    s->data += n;
+    s->left -= (long)n;
+    return (long)n;
+}
+
+static void fs_read_stream_free(void *cls)
+{
+    fs_read_stream_t *s = cls;
+    sbx_core_fs_read_close(s->reader);
+    free(s);
+}
+
+static int fn_fs_read(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *id, *path;
+    int64_t offset = 0, length = -1;
+    if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &path, err) < 0 ||
+        sbx_param_int(p, "offset", 0, INT64_MAX, &offset, err) < 0 ||
+        sbx_param_int(p, "length", -1, INT64_MAX, &length, err) < 0)
+        return -1;
+    json_t *meta = NULL;
+    sbx_fs_reader_t *reader = sbx_core_fs_read_open(sbx_api_core(api), id, path, offset, length, &meta, err);
+    if (!reader)
+        return fs_error(err);
+    fs_read_stream_t *s = xcalloc(1, sizeof *s);
+    s->reader = reader;
+    int h = 0;
+    json_t *size = json_object_get(meta, "size"), *mode = json_object_get(meta, "mode");
+    if (json_is_integer(size)) {
+        snprintf(s->size, sizeof s->size, "%lld", (long long)json_integer_value(size));
+        resp->header_name[h] = "X-File-Size";
+        resp->header_value[h++] = s->size;
+    }
+    if (json_is_integer(mode) || json_is_string(mode)) {
+        if (json_is_integer(mode))
+            snprintf(s->mode, sizeof s->mode, "%04llo", (unsigned long long)json_integer_value(mode) & 07777);
+        else
+            snprintf(s->mode, sizeof s->mode, "%.15s", json_string_value(mode));
+        resp->header_name[h] = "X-File-Mode";
+        resp->header_value[h++] = s->mode;
+    }
+    json_decref(meta);
+    resp->stream_fn = fs_read_stream;
+    resp->stream_cls = s;
+    resp->stream_free = fs_read_stream_free;
+    resp->content_type = "application/octet-stream";
+    return 0;
+}
+
+/* fs::write takes the file's content as the raw request body, streamed to the agent as it
+ * arrives; its options come from the query string (docs/api.md).  Failures are answered
+ * in the guide's envelope, which server.c's early error path cannot render: a failure to
+ * open the target is remembered, the body is drained without being sent anywhere, and
+ * finish answers the envelope. */
+typedef struct {
+    sbx_fs_writer_t *writer;
+    bool failed;
+    sbx_err_t err;
+} fs_upload_t;
+
+static int fs_write_begin(sbx_api_t *api, sbx_http_req_t *req, void **state, sbx_err_t *err)
+{
+    fs_upload_t *u = xcalloc(1, sizeof *u);
+    *state = u;
+    json_t *q = req->query;
+    const char *id, *path;
+    sbx_fs_write_opts_t o = {.mode = -1, .uid = -1, .gid = -1};
+    if (get_sandbox_id(q, &id, &u->err) < 0 || get_path(q, "path", &path, &u->err) < 0 ||
+        get_octal_mode(q, "mode", &o.mode, &u->err) < 0 ||
+        get_flag(q, "append", false, SBX_FS_APPEND, &o.flags, &u->err) < 0 ||
+        get_flag(q, "parents", false, SBX_FS_PARENTS, &o.flags, &u->err) < 0 ||
+        get_flag(q, "exclusive", false, SBX_FS_EXCLUSIVE, &o.flags, &u->err) < 0) {
+        u->failed = true;
+        return 0;
+    }
+    u->writer = sbx_core_fs_write_open(sbx_api_core(api), id, path, &o, &u->err);
+    if (!u->writer) {
+        fs_error(&u->err);
+        u->failed = true;
+    }
+    return 0;
+}
+
+static int fs_write_chunk(void *state, const char *data, size_t len, sbx_err_t *err)
+{
+    fs_upload_t *u = state;
+    if (u->failed)
+        return 0;
+    if (sbx_core_fs_write(u->writer, data, len, &u->err) < 0) {
+        fs_error(&u->err);
+        sbx_core_fs_write_abort(u->writer);
+        u->writer = NULL;
+        u->failed = true;
+    }
+    return 0;
+}
+
+static int fs_write_finish(void *state, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    fs_upload_t *u = state;
+    json_t *result = NULL;
+    if (!u->failed && sbx_core_fs_write_finish(steal_pointer(&u->writer), &result, &u->err) < 0) {
+        fs_error(&u->err);
+        u->failed = true;
+    }
+    if (u->failed)
+        fn_fail(resp, &u->err, NULL);
+    else
+        resp->json = result ? result : json_object();
+    free(u);
+    return 0;
+}
+
+static void fs_write_abort(void *state)
+{
+    fs_upload_t *u = state;
+    if (u->writer)
+        sbx_core_fs_write_abort(u->writer);
+    free(u);
+}
+
+static const sbx_upload_ops_t fs_write_ops = {fs_write_begin, fs_write_chunk, fs_write_finish,
+                                              fs_write_abort};
+
 typedef int (*fn_handler_t)(sbx_api_t *api, json_t *payload, sbx_http_resp_t *resp, sbx_err_t *err);
 
 static const struct {
     const char *id;
     fn_handler_t fn;
 } functions[] = {
-    {"sandbox::create", fn_create},
-    {"sandbox::exec", fn_exec},
-    {"sandbox::list", fn_list},
-    {"sandbox::stop", fn_stop},
+    {"sandbox::create", fn_create},      {"sandbox::exec", fn_exec},        {"sandbox::list", fn_list},
+    {"sandbox::stop", fn_stop},          {"sandbox::fs::ls", fn_fs_ls},     {"sandbox::fs::stat", fn_fs_stat},
+    {"sandbox::fs::mkdir", fn_fs_mkdir}, {"sandbox::fs::mv", fn_fs_mv},     {"sandbox::fs::rm", fn_fs_rm},
+    {"sandbox::fs::chmod", fn_fs_chmod}, {"sandbox::fs::grep", fn_fs_grep}, {"sandbox::fs::sed", fn_fs_sed},
+    {"sandbox::fs::read", fn_fs_read},
 };
 
 static int h_function(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
@@ -377,6 +773,8 @@ static int h_function(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp
 }
 
 static const sbx_route_t sbx_fn_routes[] = {
+    /* Before the generic route, which would otherwise buffer the body as JSON. */
+    {"POST", "/functions/sandbox::fs::write", NULL, false, SBX_DIALECT_REST, &fs_write_ops},
     {"POST", "/functions/:fn", h_function, false, SBX_DIALECT_REST},
 };
 const sbx_route_table_t sbx_fn_table = {sbx_fn_routes, SBX_ARRAY_LEN(sbx_fn_routes)};

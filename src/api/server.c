@@ -19,7 +19,9 @@ struct sbx_api {
 
 /* Every surface served on the listener, matched in this order. */
 static const sbx_route_table_t *const tables[] = {
-    &sbx_rest_table, &sbx_rest_exec_table, &sbx_v1_table, &sbx_queue_table, &sbx_fn_table,
+    &sbx_rest_images_table, &sbx_v1_images_table, /* before rest.c's GET images/:name */
+    &sbx_rest_table,        &sbx_rest_exec_table, &sbx_v1_table,
+    &sbx_queue_table,       &sbx_fn_table,        &sbx_rest_files_table,
 };
 
 typedef struct {
@@ -29,9 +31,9 @@ typedef struct {
     /* A streamed upload (a route with upload ops). */
     const sbx_route_t *route;
     void *ustate;
-    bool ubegun;     /* begin succeeded and neither finish nor abort ran yet */
-    bool ufailed;    /* a chunk failed: the rest is discarded, uerr is answered */
-    bool responded;  /* an answer is queued already */
+    bool ubegun;    /* begin succeeded and neither finish nor abort ran yet */
+    bool ufailed;   /* a chunk failed: the rest is discarded, uerr is answered */
+    bool responded; /* an answer is queued already */
     sbx_err_t uerr;
 } conn_ctx_t;
 
@@ -91,10 +93,10 @@ static const char *error_type(const sbx_err_t *err)
 static const char *v1_code(int status)
 {
     switch (status) {
-    case 400:
-    case 413: return "BAD_REQUEST";
-    case 401:
-    case 403: return "UNAUTHORIZED";
+    case 400: return "BAD_REQUEST";
+    case 401: return "UNAUTHORIZED";
+    case 403: return "FORBIDDEN";
+    case 413: return "PAYLOAD_TOO_LARGE";
     case 404: return "NOT_FOUND";
     case 408:
     case 504: return "TIMEOUT";
@@ -393,8 +395,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, sbx_dialect_t d, sbx_htt
     return send_json(c, resp->status, resp->json ? resp->json : json_object());
 }
 
-static enum MHD_Result answer_error(struct MHD_Connection *c, sbx_dialect_t d, const char *method, const char *url,
-                                    const sbx_err_t *err)
+static enum MHD_Result answer_error(struct MHD_Connection *c, sbx_dialect_t d, const char *method,
+                                    const char *url, const sbx_err_t *err)
 {
     int status = sbx_api_status_for(err);
     if (status >= 500 && err->kind != SBX_E_LIMIT && err->kind != SBX_E_UNAVAILABLE)
@@ -404,8 +406,8 @@ static enum MHD_Result answer_error(struct MHD_Connection *c, sbx_dialect_t d, c
 
 /* The first call of a streamed upload: authenticate, then let the route accept or refuse
  * the body before any of it is read. */
-static enum MHD_Result upload_begin(sbx_api_t *api, struct MHD_Connection *c, const char *url, const char *method,
-                                    conn_ctx_t *ctx, sbx_http_req_t *req)
+static enum MHD_Result upload_begin(sbx_api_t *api, struct MHD_Connection *c, const char *url,
+                                    const char *method, conn_ctx_t *ctx, sbx_http_req_t *req)
 {
     const sbx_route_t *rt = ctx->route;
     const char *token = sbx_core_config(api->core)->auth_token;
@@ -429,8 +431,8 @@ static enum MHD_Result upload_begin(sbx_api_t *api, struct MHD_Connection *c, co
     return MHD_YES;
 }
 
-static enum MHD_Result upload_step(struct MHD_Connection *c, const char *url, const char *method, conn_ctx_t *ctx,
-                                   const char *data, size_t *size)
+static enum MHD_Result upload_step(struct MHD_Connection *c, const char *url, const char *method,
+                                   conn_ctx_t *ctx, const char *data, size_t *size)
 {
     const sbx_route_t *rt = ctx->route;
     if (*size) {

@@ -106,5 +106,7 @@ extern const sbx_route_table_t sbx_rest_exec_table; /* rest_exec.c: exec, stream
 extern const sbx_route_table_t sbx_v1_table;        /* v1.c: /v1 lifecycle and commands */
 extern const sbx_route_table_t sbx_queue_table;     /* rest_queue.c: /sandbox job queue */
 extern const sbx_route_table_t sbx_fn_table;        /* functions.c: POST /functions/<function_id> */
+extern const sbx_route_table_t sbx_rest_images_table, sbx_v1_images_table; /* rest_images.c, v1_images.c */
+extern const sbx_route_table_t sbx_rest_files_table; /* rest_files.c: /sandbox files, raw streams */
 
 #endif

@@ -1,6 +1,6 @@
 /* The `/v1` REST surface, compatible with opensbx clients (spec/v1-api.txt, shapes from
- * spec/v1-wire.md): health, sandbox lifecycle, and asynchronous commands with ids, their
- * logs and signals.  Errors are rendered by server.c as {"code","message"}; this file only
+ * spec/v1-wire.md): health, sandbox lifecycle, asynchronous commands with ids, their
+ * logs and signals, and files.  Errors are rendered by server.c as {"code","message"}; this file only
  * picks the error kind (and so the status) that the reference uses for each case. */
 #include "api/server.h"
 
@@ -11,6 +11,8 @@
 #include "api/params.h"
 #include "common/util.h"
 #include "core/execs.h"
+#include "core/files.h"
+#include "proto/proto.h"
 
 /* Longest ND-JSON log line: a longer run of bytes without a newline is cut into lines of
  * this size, each ending with "\n" as every streamed line does. */
@@ -796,6 +798,264 @@ done:
     return rc;
 }
 
+/* Files (spec §5.5).  Bodies are raw bytes both ways, streamed in constant memory; unlike
+ * the reference an empty file can be written and failures are reported (docs/api.md). */
+
+/* The `path` query parameter, required except where `def` is given. */
+static int file_path(const sbx_http_req_t *req, const char *def, const char **out, sbx_err_t *err)
+{
+    const char *p = json_string_value(json_object_get(req->query, "path"));
+    if (!p || !*p) {
+        if (!def)
+            return sbx_fail(err, SBX_E_INVALID, NULL, "path query param is required");
+        p = def;
+    }
+    *out = p;
+    return 0;
+}
+
+typedef struct {
+    sbx_fs_reader_t *reader;
+    const uint8_t *data; /* the rest of the current chunk */
+    long left;
+    bool done;
+} file_stream_t;
+
+static long file_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    file_stream_t *s = cls;
+    while (s->left == 0) {
+        if (s->done)
+            return SBX_STREAM_END;
+        sbx_err_t err = SBX_ERR_INIT;
+        long n = sbx_core_fs_read_next(s->reader, &s->data, &err);
+        if (n < 0) {
+            /* Headers are sent: only a cut connection tells the client the body is short. */
+            log_warn("v1 file read: %s", err.msg);
+            return SBX_STREAM_ERROR;
+        }
+        s->done = n == 0;
+        s->left = n;
+    }
+    size_t n = (size_t)s->left < max ? (size_t)s->left : max;
+    memcpy(buf, s->data, n);
+    s->data += n;
+    s->left -= (long)n;
+    return (long)n;
+}
+
+static void file_stream_free(void *cls)
+{
+    file_stream_t *s = cls;
+    sbx_core_fs_read_close(s->reader);
+    free(s);
+}
+
+static int h_file_get(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    const char *path = NULL;
+    if (file_path(req, NULL, &path, err) < 0)
+        return -1;
+    sbx_fs_reader_t *r =
+        sbx_core_fs_read_open(sbx_api_core(api), req->path_params[0], path, 0, -1, NULL, err);
+    if (!r)
+        return -1;
+    file_stream_t *s = xcalloc(1, sizeof *s);
+    s->reader = r;
+    resp->stream_fn = file_stream_read;
+    resp->stream_cls = s;
+    resp->stream_free = file_stream_free;
+    resp->content_type = "application/octet-stream";
+    return 0;
+}
+
+/* PUT: the body is the content.  Parent directories are created, as in the reference;
+ * `mode` (octal) and `append=true` are extensions. */
+typedef struct {
+    sbx_fs_writer_t *writer;
+    char *path;
+} file_upload_t;
+
+static int file_put_begin(sbx_api_t *api, sbx_http_req_t *req, void **state, sbx_err_t *err)
+{
+    const char *path = NULL;
+    if (file_path(req, NULL, &path, err) < 0)
+        return -1;
+    sbx_fs_write_opts_t o = {.mode = -1, .uid = -1, .gid = -1, .flags = SBX_FS_PARENTS};
+    const char *mode = json_string_value(json_object_get(req->query, "mode"));
+    if (mode && *mode) {
+        char *end;
+        long m = strtol(mode, &end, 8);
+        if (*end || m < 0 || m > 07777 || strlen(mode) > 4)
+            return sbx_fail(err, SBX_E_INVALID, NULL, "mode must be octal digits such as 0644");
+        o.mode = m;
+    }
+    if (query_flag(req, "append"))
+        o.flags |= SBX_FS_APPEND;
+    sbx_fs_writer_t *w = sbx_core_fs_write_open(sbx_api_core(api), req->path_params[0], path, &o, err);
+    if (!w)
+        return -1;
+    file_upload_t *u = xcalloc(1, sizeof *u);
+    u->writer = w;
+    u->path = xstrdup(path);
+    *state = u;
+    return 0;
+}
+
+static int file_put_chunk(void *state, const char *data, size_t len, sbx_err_t *err)
+{
+    file_upload_t *u = state;
+    return sbx_core_fs_write(u->writer, data, len, err);
+}
+
+static int file_put_finish(void *state, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    file_upload_t *u = state;
+    json_t *result = NULL;
+    int rc = sbx_core_fs_write_finish(u->writer, &result, err);
+    if (rc == 0) {
+        resp->json = json_pack("{s:s, s:s}", "path", u->path, "status", "written");
+        json_t *size = json_object_get(result, "size");
+        if (json_is_integer(size))
+            json_object_set(resp->json, "size", size);
+    }
+    json_decref(result);
+    free(u->path);
+    free(u);
+    return rc;
+}
+
+static void file_put_abort(void *state)
+{
+    file_upload_t *u = state;
+    sbx_core_fs_write_abort(u->writer);
+    free(u->path);
+    free(u);
+}
+
+static const sbx_upload_ops_t file_put_ops = {file_put_begin, file_put_chunk, file_put_finish,
+                                              file_put_abort};
+
+/* Recursive and forced, as the reference's `rm -rf`: a missing path is 204 too. */
+static int h_file_delete(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    sbx_fs_req_t r = {.op = "rm", .mode = -1, .flags = SBX_FS_RECURSIVE | SBX_FS_FORCE};
+    json_t *result = NULL;
+    if (file_path(req, NULL, &r.path, err) < 0 ||
+        sbx_core_fs(sbx_api_core(api), req->path_params[0], &r, &result, err) < 0)
+        return -1;
+    json_decref(result);
+    resp->status = 204;
+    return 0;
+}
+
+/* One `ls -l` permission string from a mode and a type. */
+static void perm_string(unsigned mode, const char *type, char out[11])
+{
+    char t = '-';
+    if (type) {
+        if (!strcmp(type, "dir") || !strcmp(type, "directory"))
+            t = 'd';
+        else if (!strcmp(type, "symlink") || !strcmp(type, "link"))
+            t = 'l';
+        else if (!strcmp(type, "fifo"))
+            t = 'p';
+        else if (!strcmp(type, "socket"))
+            t = 's';
+        else if (!strcmp(type, "char"))
+            t = 'c';
+        else if (!strcmp(type, "block"))
+            t = 'b';
+    }
+    const char *rwx = "rwxrwxrwx";
+    out[0] = t;
+    for (int i = 0; i < 9; i++)
+        out[1 + i] = mode & (0400u >> i) ? rwx[i] : '-';
+    if (mode & 04000)
+        out[3] = out[3] == 'x' ? 's' : 'S';
+    if (mode & 02000)
+        out[6] = out[6] == 'x' ? 's' : 'S';
+    if (mode & 01000)
+        out[9] = out[9] == 'x' ? 't' : 'T';
+    out[10] = '\0';
+}
+
+/* An integer field of an entry under any of its usual names. */
+static json_int_t entry_int(json_t *e, const char *a, const char *b, json_int_t def)
+{
+    json_t *v = json_object_get(e, a);
+    if (!json_is_integer(v) && b)
+        v = json_object_get(e, b);
+    return json_is_integer(v) ? json_integer_value(v) : def;
+}
+
+/* The text of `ls -la` (the reference's `output`) from the agent's structured listing. */
+static char *render_ls(json_t *result)
+{
+    json_t *entries = json_is_array(result) ? result : json_object_get(result, "entries");
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    fprintf(f, "total %zu\n", json_array_size(entries));
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const char *type = json_string_value(json_object_get(e, "type"));
+        if (!type && json_is_true(json_object_get(e, "is_dir")))
+            type = "dir";
+        char perms[11];
+        const char *p = json_string_value(json_object_get(e, "permissions"));
+        if (p && strlen(p) == 10)
+            snprintf(perms, sizeof perms, "%s", p);
+        else
+            perm_string((unsigned)entry_int(e, "mode", NULL, 0), type, perms);
+        json_int_t mtime = entry_int(e, "mtime", "modified_at", 0);
+        if (mtime > 100000000000LL) /* milliseconds */
+            mtime /= 1000;
+        time_t t = (time_t)mtime;
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%b %e %H:%M", &tm);
+        char owner[32], group[32];
+        const char *o = json_string_value(json_object_get(e, "owner"));
+        const char *g = json_string_value(json_object_get(e, "group"));
+        if (o && *o)
+            snprintf(owner, sizeof owner, "%s", o);
+        else
+            snprintf(owner, sizeof owner, "%lld", (long long)entry_int(e, "uid", NULL, 0));
+        if (g && *g)
+            snprintf(group, sizeof group, "%s", g);
+        else
+            snprintf(group, sizeof group, "%lld", (long long)entry_int(e, "gid", NULL, 0));
+        fprintf(f, "%s %3lld %-8s %-8s %10lld %s %s", perms, (long long)entry_int(e, "nlink", NULL, 1), owner,
+                group, (long long)entry_int(e, "size", NULL, 0), when, name ? name : "?");
+        const char *target = json_string_value(json_object_get(e, "target"));
+        if (target)
+            fprintf(f, " -> %s", target);
+        fputc('\n', f);
+    }
+    fclose(f);
+    return out;
+}
+
+/* The reference answers `ls -la P` as text; a missing directory is an error here. */
+static int h_file_list(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    sbx_fs_req_t r = {.op = "ls", .mode = -1};
+    json_t *result = NULL;
+    if (file_path(req, "/", &r.path, err) < 0 ||
+        sbx_core_fs(sbx_api_core(api), req->path_params[0], &r, &result, err) < 0)
+        return -1;
+    char *text = render_ls(result);
+    json_decref(result);
+    resp->json = json_pack("{s:s, s:s}", "path", r.path, "output", text);
+    free(text);
+    return 0;
+}
+
 static const sbx_route_t sbx_v1_routes[] = {
     {"GET", "/v1/health", h_health, true, SBX_DIALECT_V1},
     {"POST", "/v1/sandboxes", h_create, false, SBX_DIALECT_V1},
@@ -815,5 +1075,9 @@ static const sbx_route_t sbx_v1_routes[] = {
     {"GET", "/v1/sandboxes/:id/cmd/:cmdId", h_cmd_get, false, SBX_DIALECT_V1},
     {"POST", "/v1/sandboxes/:id/cmd/:cmdId/kill", h_cmd_kill, false, SBX_DIALECT_V1},
     {"GET", "/v1/sandboxes/:id/cmd/:cmdId/logs", h_cmd_logs, false, SBX_DIALECT_V1},
+    {"GET", "/v1/sandboxes/:id/files", h_file_get, false, SBX_DIALECT_V1},
+    {"PUT", "/v1/sandboxes/:id/files", NULL, false, SBX_DIALECT_V1, &file_put_ops},
+    {"DELETE", "/v1/sandboxes/:id/files", h_file_delete, false, SBX_DIALECT_V1},
+    {"GET", "/v1/sandboxes/:id/files/list", h_file_list, false, SBX_DIALECT_V1},
 };
 const sbx_route_table_t sbx_v1_table = {sbx_v1_routes, SBX_ARRAY_LEN(sbx_v1_routes)};

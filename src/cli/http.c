@@ -15,10 +15,12 @@ typedef struct {
 
 /* One transfer in flight. */
 typedef struct {
-    const sbx_http_sink_t *sink; /* NULL: collect the whole body */
-    long status;                 /* of the answer being received; 0 before its status line */
-    buf_t body;                  /* the collected body */
-    bool stopped;                /* the sink ended the transfer */
+    const sbx_http_sink_t *sink;     /* NULL: collect the whole body */
+    long status;                     /* of the answer being received; 0 before its status line */
+    buf_t body;                      /* the collected body */
+    bool stopped;                    /* the sink ended the transfer */
+    const sbx_http_source_t *source; /* a raw request body, or NULL */
+    bool source_failed;
 } xfer_t;
 
 void sbx_http_global_init(void)
@@ -100,11 +102,23 @@ static int on_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult,
            __atomic_load_n(c->cancel, __ATOMIC_RELAXED) >= c->cancel_after;
 }
 
-static struct curl_slist *make_headers(const sbx_http_t *c, const char *accept)
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    xfer_t *x = ud;
+    long n = x->source->read(x->source->ud, buf, size * nitems);
+    if (n < 0) {
+        x->source_failed = true;
+        return CURL_READFUNC_ABORT;
+    }
+    return (size_t)n;
+}
+
+static struct curl_slist *make_headers(const sbx_http_t *c, const char *accept, bool raw)
 {
     struct curl_slist *h = NULL;
     _cleanup_free_ char *acc = xasprintf("Accept: %s", accept);
-    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h,
+                          raw ? "Content-Type: application/octet-stream" : "Content-Type: application/json");
     h = curl_slist_append(h, acc);
     /* Large exec bodies (stdin) would otherwise wait a round trip for 100-continue. */
     h = curl_slist_append(h, "Expect:");
@@ -126,6 +140,10 @@ static int classify(const sbx_http_t *c, CURLcode rc, const xfer_t *x, const cha
 {
     if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && x->stopped))
         return 0;
+    if (x->source_failed) {
+        sbx_fail(err, SBX_E_INVALID, NULL, "upload abandoned: the input could not be read");
+        return SBX_HTTP_ENET;
+    }
     if (rc == CURLE_ABORTED_BY_CALLBACK) {
         sbx_fail(err, SBX_E_TIMEOUT, NULL, "interrupted");
         return SBX_HTTP_ECANCEL;
@@ -150,7 +168,7 @@ static int perform(const sbx_http_t *c, const char *method, const char *path, js
         return sbx_fail(err, SBX_E_INTERNAL, NULL, "cannot initialise libcurl"), SBX_HTTP_ENET;
     _cleanup_free_ char *url = xasprintf("%s%s", c->base_url, path);
     _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct curl_slist *headers = make_headers(c, accept);
+    struct curl_slist *headers = make_headers(c, accept, x->source != NULL);
     char errbuf[CURL_ERROR_SIZE] = "";
 
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -168,7 +186,15 @@ static int perform(const sbx_http_t *c, const char *method, const char *path, js
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c);
-    if (payload) {
+    if (x->source) {
+        /* libcurl sends the body as it reads it: with Content-Length when the size is
+         * known, chunked otherwise. */
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, x);
+        if (x->source->size >= 0)
+            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->source->size);
+    } else if (payload) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
     }
@@ -200,6 +226,14 @@ int sbx_http_stream(const sbx_http_t *c, const char *method, const char *path, j
 {
     xfer_t x = {.sink = sink};
     return perform(c, method, path, body, accept, &x, resp, err);
+}
+
+int sbx_http_upload(const sbx_http_t *c, const char *method, const char *path,
+                    const sbx_http_source_t *source, const sbx_http_sink_t *sink, sbx_http_resp_t *resp,
+                    sbx_err_t *err)
+{
+    xfer_t x = {.sink = sink, .source = source};
+    return perform(c, method, path, NULL, "application/json", &x, resp, err);
 }
 
 void sbx_http_resp_release(sbx_http_resp_t *resp)

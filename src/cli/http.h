@@ -66,6 +66,23 @@ typedef struct {
 int sbx_http_stream(const sbx_http_t *c, const char *method, const char *path, json_t *body,
                     const char *accept, const sbx_http_sink_t *sink, sbx_http_resp_t *resp, sbx_err_t *err);
 
+/* Where the body of an upload comes from: read() fills buf with up to max bytes and
+ * returns the count, 0 at the end, or -1 to abandon the request.  It runs on the calling
+ * thread, inside sbx_http_upload(). */
+typedef struct {
+    long (*read)(void *ud, char *buf, size_t max);
+    void *ud;
+    long long size; /* the body's length when known (Content-Length), else -1 (chunked) */
+} sbx_http_source_t;
+
+/* Like sbx_http_stream(), with a raw body (Content-Type: application/octet-stream) read
+ * from `source` piece by piece, so a body of any size takes constant memory.  `sink` may
+ * be NULL to collect the answer as JSON.  A source that fails makes the request fail with
+ * SBX_HTTP_ENET (err says "upload abandoned"). */
+int sbx_http_upload(const sbx_http_t *c, const char *method, const char *path,
+                    const sbx_http_source_t *source, const sbx_http_sink_t *sink, sbx_http_resp_t *resp,
+                    sbx_err_t *err);
+
 /* Returns a newly allocated percent-encoded copy of `s`, safe as one path segment. */
 char *sbx_http_escape(const char *s);
 

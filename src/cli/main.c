@@ -8,9 +8,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cp.h"
 #include "cli/create.h"
 #include "cli/exec.h"
+#include "cli/image.h"
 #include "cli/list.h"
+#include "cli/ls.h"
 #include "cli/opts.h"
 #include "cli/run.h"
 #include "cli/stop.h"
@@ -28,6 +31,10 @@ static const command_t commands[] = {
     {"exec", "run a command in a running sandbox", sbx_exec_usage, sbx_cmd_exec},
     {"list", "list sandboxes", sbx_list_usage, sbx_cmd_list},
     {"stop", "stop and remove a sandbox", sbx_stop_usage, sbx_cmd_stop},
+    {"cp", "copy files and directories into or out of a sandbox", sbx_cp_usage, sbx_cmd_cp},
+    {"ls", "list a directory inside a sandbox", sbx_ls_usage, sbx_cmd_ls},
+    {"image", "pull, list, inspect and remove OCI images (pull|ls|inspect|rm|gc)", sbx_image_usage,
+     sbx_cmd_image},
 };
 
 static const command_t *find_command(const char *name)
@@ -62,6 +69,8 @@ static void usage(FILE *out)
           "  sandbox run python -- python3 -c 'print(2 ** 10)'\n"
           "  SB=$(sandbox create python --idle-timeout 300)\n"
           "  sandbox exec \"$SB\" -- python3 -c 'print(2+2)'\n"
+          "  sandbox cp -r ./project \"$SB\":/workspace/project\n"
+          "  sandbox ls -l \"$SB\" /workspace\n"
           "  sandbox stop \"$SB\"\n",
           out);
 }

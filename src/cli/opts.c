@@ -13,13 +13,22 @@ typedef struct {
 } opt_spec_t;
 
 static const opt_spec_t specs[] = {
-    {"help", 'h', false, OPT_HELP},   {"url", 0, true, OPT_URL},
-    {"port", 0, true, OPT_PORT},      {"cpus", 0, true, OPT_CPUS},
-    {"memory", 0, true, OPT_MEMORY},  {"idle-timeout", 0, true, OPT_IDLE_TIMEOUT},
-    {"name", 0, true, OPT_NAME},      {"network", 0, false, OPT_NETWORK},
-    {"env", 'e', true, OPT_ENV},      {"timeout", 0, true, OPT_TIMEOUT},
-    {"stdin", 'i', false, OPT_STDIN}, {"json", 0, false, OPT_JSON},
-    {"all", 'a', false, OPT_ALL},     {"version", 0, false, OPT_VERSION},
+    {"help", 'h', false, OPT_HELP},
+    {"url", 0, true, OPT_URL},
+    {"port", 0, true, OPT_PORT},
+    {"cpus", 0, true, OPT_CPUS},
+    {"memory", 0, true, OPT_MEMORY},
+    {"idle-timeout", 0, true, OPT_IDLE_TIMEOUT},
+    {"name", 0, true, OPT_NAME},
+    {"network", 0, false, OPT_NETWORK},
+    {"env", 'e', true, OPT_ENV},
+    {"timeout", 0, true, OPT_TIMEOUT},
+    {"stdin", 'i', false, OPT_STDIN},
+    {"json", 0, false, OPT_JSON},
+    {"all", 'a', false, OPT_ALL},
+    {"version", 0, false, OPT_VERSION},
+    {"recursive", 'r', false, OPT_RECURSIVE},
+    {"long", 'l', false, OPT_LONG},
 };
 
 void sbx_opts_init(sbx_opts_t *p, int argc, char **argv, int first)

@@ -25,6 +25,8 @@ typedef enum {
     OPT_JSON,
     OPT_ALL,
     OPT_VERSION,
+    OPT_RECURSIVE,
+    OPT_LONG,
 } sbx_opt_id_t;
 
 /* What sbx_opts_next() found. */

@@ -123,6 +123,9 @@ void sbx_config_release(sbx_config_t *cfg)
     custom_images_free(cfg->custom_images, cfg->n_custom_images);
     caps_free(cfg->per_image_caps, cfg->n_per_image_caps);
     strv_free(cfg->allowed_images, cfg->n_allowed_images);
+    strv_free(cfg->insecure_registries, cfg->n_insecure_registries);
+    free(cfg->registry_mirror);
+    free(cfg->registry_credentials_file);
     free(cfg->workspace_dir);
     memset(cfg, 0, sizeof *cfg);
 }
@@ -237,6 +240,34 @@ static int set_allowlist(yctx_t *y, const char *key, const yaml_node_t *n)
     strv_free(y->cfg->image_allowlist, y->cfg->n_image_allowlist);
     y->cfg->image_allowlist = v;
     y->cfg->n_image_allowlist = cnt;
+    return 0;
+}
+
+static int set_registries(yctx_t *y, const char *key, const yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE)
+        return yfail(y, n, "'%s' must be a list of \"host:port\" strings, not %s", key, node_kind(n));
+    char **v = NULL;
+    size_t cnt = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+        yaml_node_t *e = yaml_document_get_node(y->doc, *it);
+        if (!e || e->type != YAML_SCALAR_NODE || !*scalar(e) || strchr(scalar(e), '/')) {
+            strv_free(v, cnt);
+            return yfail(y, e, "'%s' entries must be \"host\" or \"host:port\" strings", key);
+        }
+        strv_push(&v, &cnt, scalar(e));
+    }
+    strv_free(y->cfg->insecure_registries, y->cfg->n_insecure_registries);
+    y->cfg->insecure_registries = v;
+    y->cfg->n_insecure_registries = cnt;
+    return 0;
+}
+
+static int set_string(yctx_t *y, const char *key, const yaml_node_t *n, char **out)
+{
+    if (n->type != YAML_SCALAR_NODE || !*scalar(n))
+        return yfail(y, n, "'%s' must be a non-empty string", key);
+    set_str(out, scalar(n));
     return 0;
 }
 
@@ -363,6 +394,14 @@ static int apply_key(yctx_t *y, const char *key, const yaml_node_t *k, const yam
         return set_caps(y, key, v);
     if (IS("custom_images"))
         return set_custom_images(y, key, v);
+    if (IS("insecure_registries"))
+        return set_registries(y, key, v);
+    if (IS("registry_mirror"))
+        return set_string(y, key, v, &c->registry_mirror);
+    if (IS("registry_credentials_file"))
+        return set_abs_path(y, key, v, &c->registry_credentials_file);
+    if (IS("image_cache_budget_mb"))
+        return get_nonneg_int(y, key, v, &c->image_cache_budget_mb);
     if (IS("listen"))
         return set_listen(y, key, v);
     if (IS("state_dir"))
@@ -827,6 +866,16 @@ const sbx_image_cap_t *sbx_config_image_cap(const sbx_config_t *cfg, const char 
         if (!strcmp(cfg->per_image_caps[i].name, name))
             return &cfg->per_image_caps[i];
     return NULL;
+}
+
+void sbx_config_registry_opts(const sbx_config_t *cfg, sbx_registry_opts_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->insecure = cfg->insecure_registries;
+    out->n_insecure = cfg->n_insecure_registries;
+    out->mirror = cfg->registry_mirror;
+    out->credentials_file = cfg->registry_credentials_file;
+    out->cache_budget_bytes = (uint64_t)cfg->image_cache_budget_mb << 20;
 }
 
 static bool pattern_match(const char *pat, const char *name)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "image/oci.h"
 
 typedef struct {
     char *name; /* short name used in requests and the allowlist */
@@ -41,6 +42,11 @@ typedef struct {
     size_t n_per_image_caps;
     char **allowed_images; /* III_ALLOWED_IMAGES patterns ("*", "prefix*", exact); default "*" */
     size_t n_allowed_images;
+    char **insecure_registries; /* host:port entries pulled over plain http */
+    size_t n_insecure_registries;
+    char *registry_mirror;           /* replaces registry-1.docker.io for docker.io; NULL = none */
+    char *registry_credentials_file; /* Docker config.json-style credentials; NULL = none */
+    int64_t image_cache_budget_mb;   /* blob cache size that triggers GC after a pull; 0 = none */
 
     /* sandbox defaults and limits */
     int64_t default_idle_timeout_secs; /* 300 */
@@ -80,6 +86,8 @@ void sbx_config_release(sbx_config_t *cfg);
 /* Lookups used by core/. */
 const sbx_custom_image_t *sbx_config_custom_image(const sbx_config_t *cfg, const char *name);
 const sbx_image_cap_t *sbx_config_image_cap(const sbx_config_t *cfg, const char *name);
+/* Fills the registry settings of the image store from cfg (borrowing its strings). */
+void sbx_config_registry_opts(const sbx_config_t *cfg, sbx_registry_opts_t *out);
 /* true if `name` passes both image_allowlist (exact) and III_ALLOWED_IMAGES (patterns). */
 bool sbx_config_image_allowed(const sbx_config_t *cfg, const char *name);
 

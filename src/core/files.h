@@ -20,14 +20,14 @@
 #include "core/core.h"
 
 typedef struct {
-    const char *op;       /* stat ls mkdir rm rmdir mv chmod search grep sed */
-    const char *path;     /* absolute, or relative to the workspace */
-    const char *path2;    /* mv destination (same rules) */
-    const char *text;     /* chmod mode ("755", "u+x,go-w"), glob, or grep/sed pattern */
-    const char *text2;    /* sed replacement */
-    int64_t mode;         /* mkdir mode; -1 = default (0755) */
-    int64_t limit;        /* ls/search/grep result cap; 0 = the agent's default */
-    unsigned flags;       /* SBX_FS_* from proto/proto.h */
+    const char *op;    /* stat ls mkdir rm rmdir mv chmod search grep sed */
+    const char *path;  /* absolute, or relative to the workspace */
+    const char *path2; /* mv destination (same rules) */
+    const char *text;  /* chmod mode ("755", "u+x,go-w"), glob, or grep/sed pattern */
+    const char *text2; /* sed replacement */
+    int64_t mode;      /* mkdir mode; -1 = default (0755) */
+    int64_t limit;     /* ls/search/grep result cap; 0 = the agent's default */
+    unsigned flags;    /* SBX_FS_* from proto/proto.h */
 } sbx_fs_req_t;
 
 /* Runs one non-streaming operation; *result is the agent's JSON answer (caller decrefs).
@@ -39,8 +39,8 @@ int sbx_core_fs(sbx_core_t *core, const char *sandbox_id, const sbx_fs_req_t *re
 typedef struct sbx_fs_reader sbx_fs_reader_t;
 /* Opens `path` for reading from `offset`, at most `length` bytes (-1: to the end).  *meta
  * (optional) receives the file's stat object (caller decrefs). */
-sbx_fs_reader_t *sbx_core_fs_read_open(sbx_core_t *core, const char *sandbox_id, const char *path, int64_t offset,
-                                       int64_t length, json_t **meta, sbx_err_t *err);
+sbx_fs_reader_t *sbx_core_fs_read_open(sbx_core_t *core, const char *sandbox_id, const char *path,
+                                       int64_t offset, int64_t length, json_t **meta, sbx_err_t *err);
 /* Returns the size of the next chunk (>0) with *data valid until the next call, 0 at the
  * end of the file, -1 on error. */
 long sbx_core_fs_read_next(sbx_fs_reader_t *r, const uint8_t **data, sbx_err_t *err);
@@ -52,9 +52,9 @@ void sbx_core_fs_read_close(sbx_fs_reader_t *r);
  * see a half-written file and an aborted write leaves the old content. */
 typedef struct sbx_fs_writer sbx_fs_writer_t;
 typedef struct {
-    int64_t mode;         /* permission bits of a new file; -1 = 0644 */
-    int64_t uid, gid;     /* owner inside the sandbox; -1 = the sandbox's root */
-    unsigned flags;       /* SBX_FS_APPEND, SBX_FS_IN_PLACE, SBX_FS_PARENTS, SBX_FS_EXCLUSIVE */
+    int64_t mode;     /* permission bits of a new file; -1 = 0644 */
+    int64_t uid, gid; /* owner inside the sandbox; -1 = the sandbox's root */
+    unsigned flags;   /* SBX_FS_APPEND, SBX_FS_IN_PLACE, SBX_FS_PARENTS, SBX_FS_EXCLUSIVE */
 } sbx_fs_write_opts_t;
 /* Opens the target; errors that the path alone causes (missing directory, a directory in
  * the way, permission) are reported here, before any data is sent. */

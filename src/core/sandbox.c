@@ -279,9 +279,11 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
     if (!sbx_config_image_allowed(cfg, req->image))
         return sbx_fail(err, SBX_E_FORBIDDEN, "S100", "image not allowed: %s", req->image);
     const sbx_custom_image_t *custom = sbx_config_custom_image(cfg, req->image);
-    if (!custom && !sbx_image_is_preset(req->image))
+    bool oci = !custom && !sbx_image_is_preset(req->image);
+    if (oci && !sbx_oci_looks_like_ref(req->image))
         return sbx_fail(err, SBX_E_FORBIDDEN, "S100",
-                        "image not allowed: %s is neither a preset (python, node) nor a custom_images entry",
+                        "image not allowed: %s is neither a preset (python, node), a custom_images entry "
+                        "nor an OCI reference",
                         req->image);
     if (req->network)
         return sbx_fail(err, SBX_E_INVALID, "S001",
@@ -321,13 +323,15 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
         return -1;
     }
 
-    sbx_image_source_t src = {0};
+    sbx_registry_opts_t reg;
+    sbx_config_registry_opts(cfg, &reg);
+    sbx_image_source_t src = {req->image, req->image, &reg};
     if (custom) {
         src.name = custom->name;
         src.ref = custom->ref;
     }
-    if (sbx_image_resolve(core->images, req->image, custom ? &src : NULL, cfg->auto_install, &rootfs, err) <
-        0)
+    if (sbx_image_resolve(core->images, req->image, custom || oci ? &src : NULL, cfg->auto_install, &rootfs,
+                          err) < 0)
         goto fail_record;
 
     hostname = hostname_for(rec.id);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "image/internal.h"
 
 extern char **environ;
 
@@ -59,6 +60,11 @@ static const struct {
     {"python", "python3,ca-certificates"},
     {"node", "nodejs,ca-certificates"},
 };
+
+const char *sbx_image_store_dir(const sbx_image_store_t *st)
+{
+    return st->images_dir;
+}
 
 bool sbx_image_is_preset(const char *name)
 {
@@ -152,6 +158,7 @@ sbx_image_store_t *sbx_image_store_new(const char *state_dir, sbx_err_t *err)
         pthread_cond_init(&p->cv, NULL);
     }
     clean_stale_builds(st);
+    sbx_image_oci_clean(st);
     return st;
 }
 
@@ -517,14 +524,12 @@ static int unknown_image(const char *name, sbx_err_t *err)
     return sbx_fail(err, SBX_E_NOT_FOUND, "S100", "unknown image '%s': not a preset or a custom image", name);
 }
 
-static int custom_rootfs(const char *name, const sbx_image_source_t *custom, char **rootfs, sbx_err_t *err)
+static int custom_rootfs(sbx_image_store_t *st, const char *name, const sbx_image_source_t *custom,
+                         bool auto_install, char **rootfs, sbx_err_t *err)
 {
     const char *ref = custom->ref ? custom->ref : "";
     if (ref[0] != '/')
-        return sbx_fail(err, SBX_E_UNAVAILABLE, "S101",
-                        "image '%s': pulling OCI references (%s) is not available yet; configure a local "
-                        "rootfs directory (an absolute path) in custom_images instead",
-                        name, ref);
+        return sbx_image_oci_ensure(st, name, ref, custom->registry, auto_install, rootfs, err);
     if (!is_dir(ref))
         return sbx_fail(err, SBX_E_UNAVAILABLE, "S101", "image '%s': rootfs directory not found: %s", name,
                         ref);
@@ -537,7 +542,7 @@ int sbx_image_resolve(sbx_image_store_t *st, const char *name, const sbx_image_s
 {
     *rootfs = NULL;
     if (custom)
-        return custom_rootfs(name, custom, rootfs, err);
+        return custom_rootfs(st, name, custom, auto_install, rootfs, err);
     preset_t *p = find_preset(st, name);
     if (!p)
         return unknown_image(name, err);
@@ -578,7 +583,7 @@ void sbx_image_status(sbx_image_store_t *st, const char *name, const sbx_image_s
     if (custom) {
         char *rootfs = NULL;
         sbx_err_t e = SBX_ERR_INIT;
-        if (custom_rootfs(name, custom, &rootfs, &e) == 0) {
+        if (custom_rootfs(st, name, custom, false, &rootfs, &e) == 0) {
             out->state = SBX_IMAGE_READY;
             snprintf(out->rootfs, sizeof out->rootfs, "%s", rootfs);
             free(rootfs);

@@ -47,7 +47,7 @@ enum sbx_msg_type {
     SBX_MSG_STDERR = 66,  /* DATA */
     SBX_MSG_EXIT = 67,    /* EXIT_CODE, SIGNO (0 if none), TIMED_OUT, DURATION_MS */
     SBX_MSG_ERROR = 68,   /* ERRNO?, MESSAGE: the operation failed before it started */
-    SBX_MSG_RESULT = 70,   /* MESSAGE: the JSON result of a file operation */
+    SBX_MSG_RESULT = 70,  /* MESSAGE: the JSON result of a file operation */
     SBX_MSG_PONG = 69,    /* VERSION, PID */
 };
 
@@ -81,13 +81,13 @@ enum sbx_tag {
 
 /* Flags of file operations. */
 enum {
-    SBX_FS_RECURSIVE = 1,  /* rm, rmdir, chmod, ls, search, grep, sed: descend into directories */
-    SBX_FS_PARENTS = 2,    /* mkdir, write: create missing parent directories */
-    SBX_FS_APPEND = 4,     /* write: append to the file instead of replacing it */
-    SBX_FS_IN_PLACE = 8,   /* write: truncate and write the file itself, not a temporary + rename */
-    SBX_FS_REGEX = 16,     /* grep, sed: TEXT is a POSIX extended regex, not a literal string */
-    SBX_FS_ICASE = 32,     /* grep, sed: ignore case */
-    SBX_FS_FORCE = 64,     /* rm: a missing path is not an error */
+    SBX_FS_RECURSIVE = 1,    /* rm, rmdir, chmod, ls, search, grep, sed: descend into directories */
+    SBX_FS_PARENTS = 2,      /* mkdir, write: create missing parent directories */
+    SBX_FS_APPEND = 4,       /* write: append to the file instead of replacing it */
+    SBX_FS_IN_PLACE = 8,     /* write: truncate and write the file itself, not a temporary + rename */
+    SBX_FS_REGEX = 16,       /* grep, sed: TEXT is a POSIX extended regex, not a literal string */
+    SBX_FS_ICASE = 32,       /* grep, sed: ignore case */
+    SBX_FS_FORCE = 64,       /* rm: a missing path is not an error */
     SBX_FS_NO_CLOBBER = 128, /* mv: fail with EEXIST rather than replace the destination */
     SBX_FS_EXCLUSIVE = 256,  /* write, mkdir: fail with EEXIST if the path exists */
 };
