@@ -6,9 +6,9 @@ set -eu
 PKGS="build-essential pkg-config
 libmicrohttpd-dev libjansson-dev libsqlite3-dev libseccomp-dev libyaml-dev libcurl4-openssl-dev
 libarchive-dev libssl-dev
-mmdebstrap busybox-static ca-certificates
+mmdebstrap busybox-static ca-certificates curl
 python3 python3-pytest clang-format
-docker-registry skopeo umoci"
+docker-registry"
 
 missing=""
 for p in $PKGS; do

@@ -147,3 +147,21 @@ int sbx_api_parse_signal(json_t *v)
             return names[i].num;
     return -1;
 }
+
+json_t *sbx_api_exec_result_json(const sbx_exec_result_t *res)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "exitCode", json_integer(res->exited ? res->exit_code : -1));
+    json_object_set_new(j, "exit_code", res->exited ? json_integer(res->exit_code) : json_null());
+    json_object_set_new(j, "stdout", sbx_json_lossy_string(res->out, res->out_len));
+    json_object_set_new(j, "stderr", sbx_json_lossy_string(res->errout, res->err_len));
+    json_object_set_new(j, "duration", json_integer(res->duration_ms));
+    json_object_set_new(j, "duration_ms", json_integer(res->duration_ms));
+    json_object_set_new(j, "timed_out", json_boolean(res->timed_out));
+    json_object_set_new(j, "success", json_boolean(res->exited && res->exit_code == 0 && !res->timed_out));
+    if (res->signo)
+        json_object_set_new(j, "signal", json_integer(res->signo));
+    if (res->out_truncated || res->err_truncated)
+        json_object_set_new(j, "truncated", json_true());
+    return j;
+}

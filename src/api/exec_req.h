@@ -27,4 +27,9 @@ void sbx_api_exec_release(sbx_api_exec_t *x);
  * string.  Returns the number or -1. */
 int sbx_api_parse_signal(json_t *v);
 
+/* A finished exec as both dialects read it: exitCode/stdout/stderr/duration (the REST
+ * reference) and exit_code/timed_out/duration_ms/success (the guide), plus signal and
+ * truncated when they apply. */
+json_t *sbx_api_exec_result_json(const sbx_exec_result_t *res);
+
 #endif

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/exec_req.h"
+#include "api/file_stream.h"
 #include "api/params.h"
 #include "common/base64.h"
 #include "common/util.h"
@@ -23,33 +25,6 @@
 
 /* The guide's exec default when the payload has no timeout_ms. */
 #define FN_DEFAULT_EXEC_TIMEOUT_MS 30000
-
-/* The guide's category for an error: from its S-code when it has one, else from its kind. */
-static const char *fn_error_type(const sbx_err_t *err)
-{
-    static const struct {
-        const char *code, *type;
-    } by_code[] = {
-        {"S001", "validation"}, {"S002", "validation"}, {"S003", "validation"}, {"S004", "validation"},
-        {"S100", "config"},     {"S101", "internal"},   {"S102", "transient"},  {"S200", "execution"},
-        {"S300", "platform"},   {"S400", "config"},     {"S201", "execution"},  {"S202", "execution"},
-        {"S203", "execution"},  {"S204", "execution"},  {"S205", "execution"},  {"S206", "execution"},
-    };
-    for (size_t i = 0; i < SBX_ARRAY_LEN(by_code); i++)
-        if (!strcmp(err->code, by_code[i].code))
-            return by_code[i].type;
-    switch (err->kind) {
-    case SBX_E_INVALID:
-    case SBX_E_NOT_FOUND:
-    case SBX_E_CONFLICT:
-    case SBX_E_TOO_LARGE: return "validation";
-    case SBX_E_FORBIDDEN:
-    case SBX_E_LIMIT: return "config";
-    case SBX_E_UNAVAILABLE: return "transient";
-    case SBX_E_TIMEOUT: return "execution";
-    default: return "internal";
-    }
-}
 
 /* The S-code of an error; errors raised without one get the guide's code of the same
  * meaning, and only our own failures keep a non-S code ("INTERNAL"). */
@@ -104,7 +79,7 @@ static int fn_status(const sbx_err_t *err, const char *code)
 static void fn_fail(sbx_http_resp_t *resp, const sbx_err_t *err, json_t *extra)
 {
     const char *code = fn_error_code(err);
-    const char *type = fn_error_type(err);
+    const char *type = sbx_api_error_type(err);
     json_t *env = json_pack("{s:s, s:s, s:s}", "type", type, "code", code, "message", err->msg);
     char *text = json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(env);
@@ -217,23 +192,6 @@ static int check_cmd(json_t *p, const char *cmd, sbx_err_t *err)
     return 0;
 }
 
-/* The exec's result in the guide's output shape. */
-static json_t *render_exec(const sbx_exec_result_t *res)
-{
-    json_t *j = json_object();
-    json_object_set_new(j, "stdout", sbx_json_lossy_string(res->out, res->out_len));
-    json_object_set_new(j, "stderr", sbx_json_lossy_string(res->errout, res->err_len));
-    json_object_set_new(j, "exit_code", res->exited ? json_integer(res->exit_code) : json_null());
-    json_object_set_new(j, "timed_out", json_boolean(res->timed_out));
-    json_object_set_new(j, "duration_ms", json_integer(res->duration_ms));
-    json_object_set_new(j, "success", json_boolean(res->exited && res->exit_code == 0 && !res->timed_out));
-    if (res->signo)
-        json_object_set_new(j, "signal", json_integer(res->signo));
-    if (res->out_truncated || res->err_truncated)
-        json_object_set_new(j, "truncated", json_true());
-    return j;
-}
-
 static int fn_exec(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     const sbx_config_t *cfg = sbx_core_config(sbx_api_core(api));
@@ -288,7 +246,7 @@ static int fn_exec(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *
             fn_fail(resp, err, json_pack("{s:b}", "timed_out", 1));
         goto out;
     }
-    json_t *j = render_exec(&res);
+    json_t *j = sbx_api_exec_result_json(&res);
     sbx_exec_result_release(&res);
     if (json_is_true(json_object_get(j, "timed_out"))) {
         /* The guide's error handling makes a timeout the S200 error; the output produced
@@ -426,32 +384,6 @@ static int get_flag(json_t *p, const char *key, bool def, unsigned flag, unsigne
     return 0;
 }
 
-/* A permission mode given as an integer (JSON numbers are taken as decimal values, e.g.
- * 420 for 0644) or as a string of 3-4 octal digits ("0755"). */
-static int get_octal_mode(json_t *p, const char *key, int64_t *mode, sbx_err_t *err)
-{
-    json_t *v = json_object_get(p, key);
-    if (!v || json_is_null(v))
-        return 0;
-    if (json_is_integer(v)) {
-        *mode = json_integer_value(v);
-    } else if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        char *end = NULL;
-        size_t n = strlen(s);
-        errno = 0;
-        long m = n >= 1 && n <= 4 ? strtol(s, &end, 8) : -1;
-        if (m < 0 || !end || *end)
-            return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be octal digits such as \"0644\"", key);
-        *mode = m;
-    } else {
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal string or an integer", key);
-    }
-    if (*mode < 0 || *mode > 07777)
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between 0 and 07777", key);
-    return 1;
-}
-
 /* Runs one non-streaming operation and answers the agent's result as the function's. */
 static int fs_run(sbx_api_t *api, const char *id, const sbx_fs_req_t *req, sbx_http_resp_t *resp,
                   sbx_err_t *err)
@@ -492,7 +424,7 @@ static int fn_fs_mkdir(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err
     sbx_fs_req_t r = {.op = "mkdir", .mode = -1};
     if (get_sandbox_id(p, &id, err) < 0 || get_path(p, "path", &r.path, err) < 0 ||
         get_flag(p, "parents", false, SBX_FS_PARENTS, &r.flags, err) < 0 ||
-        get_octal_mode(p, "mode", &r.mode, err) < 0)
+        sbx_param_mode(p, "mode", &r.mode, err) < 0)
         return -1;
     return fs_run(api, id, &r, resp, err);
 }
@@ -582,47 +514,6 @@ static int fn_fs_sed(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t
     return fs_run(api, id, &r, resp, err);
 }
 
-/* fs::read streams the file's bytes as the HTTP body, one agent chunk at a time. */
-typedef struct {
-    sbx_fs_reader_t *reader;
-    const uint8_t *data; /* the rest of the current chunk */
-    long left;
-    bool done;
-    char size[32], mode[16];
-} fs_read_stream_t;
-
-static long fs_read_stream(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    fs_read_stream_t *s = cls;
-    while (s->left == 0) {
-        if (s->done)
-            return SBX_STREAM_END;
-        sbx_err_t err = SBX_ERR_INIT;
-        long n = sbx_core_fs_read_next(s->reader, &s->data, &err);
-        if (n < 0) {
-            /* The status line is gone already: cutting the connection is the only way to
-             * tell the client that the body is incomplete. */
-            log_warn("fs::read: %s", err.msg);
-            return SBX_STREAM_ERROR;
-        }
-        if (n == 0)
-            s->done = true;
-        s->left = n;
-    }
-    size_t n = (size_t)s->left < max ? (size_t)s->left : max;
-    memcpy(buf, s->data, n);
-    s->data += n;
-    s->left -= (long)n;
-    return (long)n;
-}
-
-static void fs_read_stream_free(void *cls)
-{
-    fs_read_stream_t *s = cls;
-    sbx_core_fs_read_close(s->reader);
-    free(s);
-}
-
 static int fn_fs_read(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     const char *id, *path;
@@ -635,28 +526,8 @@ static int fn_fs_read(sbx_api_t *api, json_t *p, sbx_http_resp_t *resp, sbx_err_
     sbx_fs_reader_t *reader = sbx_core_fs_read_open(sbx_api_core(api), id, path, offset, length, &meta, err);
     if (!reader)
         return fs_error(err);
-    fs_read_stream_t *s = xcalloc(1, sizeof *s);
-    s->reader = reader;
-    int h = 0;
-    json_t *size = json_object_get(meta, "size"), *mode = json_object_get(meta, "mode");
-    if (json_is_integer(size)) {
-        snprintf(s->size, sizeof s->size, "%lld", (long long)json_integer_value(size));
-        resp->header_name[h] = "X-File-Size";
-        resp->header_value[h++] = s->size;
-    }
-    if (json_is_integer(mode) || json_is_string(mode)) {
-        if (json_is_integer(mode))
-            snprintf(s->mode, sizeof s->mode, "%04llo", (unsigned long long)json_integer_value(mode) & 07777);
-        else
-            snprintf(s->mode, sizeof s->mode, "%.15s", json_string_value(mode));
-        resp->header_name[h] = "X-File-Mode";
-        resp->header_value[h++] = s->mode;
-    }
+    sbx_api_respond_file(resp, reader, meta);
     json_decref(meta);
-    resp->stream_fn = fs_read_stream;
-    resp->stream_cls = s;
-    resp->stream_free = fs_read_stream_free;
-    resp->content_type = "application/octet-stream";
     return 0;
 }
 
@@ -679,7 +550,7 @@ static int fs_write_begin(sbx_api_t *api, sbx_http_req_t *req, void **state, sbx
     const char *id, *path;
     sbx_fs_write_opts_t o = {.mode = -1, .uid = -1, .gid = -1};
     if (get_sandbox_id(q, &id, &u->err) < 0 || get_path(q, "path", &path, &u->err) < 0 ||
-        get_octal_mode(q, "mode", &o.mode, &u->err) < 0 ||
+        sbx_param_mode(q, "mode", &o.mode, &u->err) < 0 ||
         get_flag(q, "append", false, SBX_FS_APPEND, &o.flags, &u->err) < 0 ||
         get_flag(q, "parents", false, SBX_FS_PARENTS, &o.flags, &u->err) < 0 ||
         get_flag(q, "exclusive", false, SBX_FS_EXCLUSIVE, &o.flags, &u->err) < 0) {

@@ -73,6 +73,29 @@ int sbx_param_bool(json_t *p, const char *key, bool *out, sbx_err_t *err)
     return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be a boolean", key);
 }
 
+int sbx_param_mode(json_t *p, const char *key, int64_t *out, sbx_err_t *err)
+{
+    json_t *v = json_object_get(p, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+    } else if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (!strncmp(s, "0o", 2))
+            s += 2;
+        size_t n = strlen(s);
+        if (n == 0 || n > 5 || strspn(s, "01234567") != n)
+            return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal mode like \"0644\"", key);
+        *out = strtoll(s, NULL, 8);
+    } else {
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal string or a number", key);
+    }
+    if (*out < 0 || *out > 07777)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between 0 and 07777", key);
+    return 1;
+}
+
 void sbx_strv_free(char **v)
 {
     if (!v)

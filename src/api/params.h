@@ -21,6 +21,9 @@ int sbx_param_strv(json_t *p, const char *key, char ***out, size_t *n, sbx_err_t
 int sbx_param_env(json_t *p, const char *key, char ***out, size_t *n, sbx_err_t *err);
 /* An object whose values are all strings; *out is its compact JSON text (heap). */
 int sbx_param_str_object(json_t *p, const char *key, char **out, sbx_err_t *err);
+/* A permission mode: a JSON number is the numeric value (0o644 from a client is 420), a
+ * string is octal ("644", "0644", "0o644"); 0..07777. */
+int sbx_param_mode(json_t *p, const char *key, int64_t *out, sbx_err_t *err);
 void sbx_strv_free(char **v);
 
 /* A JSON string from arbitrary bytes: invalid UTF-8 becomes U+FFFD. */

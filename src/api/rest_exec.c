@@ -13,24 +13,6 @@
 #include "common/util.h"
 #include "core/execs.h"
 
-static json_t *exec_result_json(const sbx_exec_result_t *res)
-{
-    json_t *j = json_object();
-    json_object_set_new(j, "exitCode", json_integer(res->exited ? res->exit_code : -1));
-    json_object_set_new(j, "exit_code", res->exited ? json_integer(res->exit_code) : json_null());
-    json_object_set_new(j, "stdout", sbx_json_lossy_string(res->out, res->out_len));
-    json_object_set_new(j, "stderr", sbx_json_lossy_string(res->errout, res->err_len));
-    json_object_set_new(j, "duration", json_integer(res->duration_ms));
-    json_object_set_new(j, "duration_ms", json_integer(res->duration_ms));
-    json_object_set_new(j, "timed_out", json_boolean(res->timed_out));
-    json_object_set_new(j, "success", json_boolean(res->exited && res->exit_code == 0 && !res->timed_out));
-    if (res->signo)
-        json_object_set_new(j, "signal", json_integer(res->signo));
-    if (res->out_truncated || res->err_truncated)
-        json_object_set_new(j, "truncated", json_true());
-    return j;
-}
-
 static int h_exec(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     const sbx_config_t *cfg = sbx_core_config(sbx_api_core(api));
@@ -41,7 +23,7 @@ static int h_exec(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sb
     sbx_exec_result_t res;
     int rc = sbx_core_exec(sbx_api_core(api), req->path_params[0], &x.p, &res, err);
     if (rc == 0) {
-        resp->json = exec_result_json(&res);
+        resp->json = sbx_api_exec_result_json(&res);
         sbx_exec_result_release(&res);
     }
     sbx_api_exec_release(&x);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/file_stream.h"
 #include "api/params.h"
 #include "common/base64.h"
 #include "common/util.h"
@@ -49,31 +50,6 @@ static int require_path(json_t *p, const char **out, sbx_err_t *err)
     if (r == 0 || !**out)
         return sbx_fail(err, SBX_E_INVALID, "S001", "path is required");
     return 0;
-}
-
-/* A permission mode: a JSON number is the numeric value (0o644 from a client is 420), a
- * string is octal ("644", "0644", "0o644").  Returns 1, 0 if absent, -1 if bad. */
-static int param_mode(json_t *p, const char *key, int64_t *out, sbx_err_t *err)
-{
-    json_t *v = json_object_get(p, key);
-    if (!v || json_is_null(v))
-        return 0;
-    if (json_is_integer(v)) {
-        *out = json_integer_value(v);
-    } else if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        if (!strncmp(s, "0o", 2))
-            s += 2;
-        size_t n = strlen(s);
-        if (n == 0 || n > 5 || strspn(s, "01234567") != n)
-            return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal mode like \"0644\"", key);
-        *out = strtoll(s, NULL, 8);
-    } else {
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be an octal string or a number", key);
-    }
-    if (*out < 0 || *out > 07777)
-        return sbx_fail(err, SBX_E_INVALID, "S001", "%s must be between 0 and 07777", key);
-    return 1;
 }
 
 /* `path` or `paths[]` into a NULL-terminated vector (caller frees with sbx_strv_free). */
@@ -287,7 +263,7 @@ static int write_opts(json_t *p, sbx_fs_write_opts_t *o, sbx_err_t *err)
 {
     *o = (sbx_fs_write_opts_t){.mode = -1, .uid = -1, .gid = -1};
     bool append = false, parents = false, in_place = false;
-    if (param_mode(p, "mode", &o->mode, err) < 0 || sbx_param_bool(p, "append", &append, err) < 0 ||
+    if (sbx_param_mode(p, "mode", &o->mode, err) < 0 || sbx_param_bool(p, "append", &append, err) < 0 ||
         sbx_param_bool(p, "parents", &parents, err) < 0 || sbx_param_bool(p, "inPlace", &in_place, err) < 0)
         return -1;
     o->flags =
@@ -563,7 +539,7 @@ static int h_mkdir(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, s
     size_t n;
     bool plural, parents = true;
     int64_t mode = -1;
-    if (param_mode(req->params, "mode", &mode, err) < 0 ||
+    if (sbx_param_mode(req->params, "mode", &mode, err) < 0 ||
         sbx_param_bool(req->params, "parents", &parents, err) < 0 ||
         path_list(req->params, &paths, &n, &plural, err) < 0)
         return -1;
@@ -662,47 +638,6 @@ static int h_chmod(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, s
 
 /* ---- raw streaming ---- */
 
-typedef struct {
-    sbx_fs_reader_t *r;
-    const uint8_t *data; /* the reader's current chunk */
-    long len, off;
-    bool end;
-} raw_read_t;
-
-static long raw_read_fn(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    raw_read_t *st = cls;
-    if (st->off == st->len) {
-        if (st->end)
-            return SBX_STREAM_END;
-        sbx_err_t err = SBX_ERR_INIT;
-        long n = sbx_core_fs_read_next(st->r, &st->data, &err);
-        if (n < 0) {
-            /* The status line went out already: cutting the chunked body short is how the
-             * client learns of the failure. */
-            log_warn("files/raw: read failed after %llu bytes: %s", (unsigned long long)pos, err.msg);
-            return SBX_STREAM_ERROR;
-        }
-        if (n == 0) {
-            st->end = true;
-            return SBX_STREAM_END;
-        }
-        st->len = n;
-        st->off = 0;
-    }
-    size_t n = (size_t)(st->len - st->off) < max ? (size_t)(st->len - st->off) : max;
-    memcpy(buf, st->data + st->off, n);
-    st->off += (long)n;
-    return (long)n;
-}
-
-static void raw_read_free(void *cls)
-{
-    raw_read_t *st = cls;
-    sbx_core_fs_read_close(st->r);
-    free(st);
-}
-
 static int h_raw_get(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     const char *path;
@@ -711,16 +646,13 @@ static int h_raw_get(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp,
         sbx_param_int(req->params, "offset", 0, INT64_MAX, &offset, err) < 0 ||
         sbx_param_int(req->params, "length", 0, INT64_MAX, &length, err) < 0)
         return -1;
+    json_t *meta = NULL;
     sbx_fs_reader_t *r =
-        sbx_core_fs_read_open(sbx_api_core(api), req->path_params[0], path, offset, length, NULL, err);
+        sbx_core_fs_read_open(sbx_api_core(api), req->path_params[0], path, offset, length, &meta, err);
     if (!r)
         return -1;
-    raw_read_t *st = xcalloc(1, sizeof *st);
-    st->r = r;
-    resp->stream_fn = raw_read_fn;
-    resp->stream_cls = st;
-    resp->stream_free = raw_read_free;
-    resp->content_type = "application/octet-stream";
+    sbx_api_respond_file(resp, r, meta);
+    json_decref(meta);
     return 0;
 }
 

@@ -59,24 +59,19 @@ int sbx_api_status_for(const sbx_err_t *err)
     return 500;
 }
 
-/* The guide's error categories for S-codes, or a category from the kind. */
-static const char *error_type(const sbx_err_t *err)
+const char *sbx_api_error_type(const sbx_err_t *err)
 {
-    const char *c = err->code;
-    if (c[0] == 'S') {
-        if (!strcmp(c, "S101"))
-            return "internal";
-        if (!strcmp(c, "S102"))
-            return "transient";
-        if (c[1] == '0')
-            return "validation";
-        if (c[1] == '1' || c[1] == '4')
-            return "config";
-        if (c[1] == '2')
-            return "execution";
-        if (c[1] == '3')
-            return "platform";
-    }
+    static const struct {
+        const char *code, *type;
+    } by_code[] = {
+        {"S001", "validation"}, {"S002", "validation"}, {"S003", "validation"}, {"S004", "validation"},
+        {"S100", "config"},     {"S101", "internal"},   {"S102", "transient"},  {"S200", "execution"},
+        {"S300", "platform"},   {"S400", "config"},     {"S201", "execution"},  {"S202", "execution"},
+        {"S203", "execution"},  {"S204", "execution"},  {"S205", "execution"},  {"S206", "execution"},
+    };
+    for (size_t i = 0; i < SBX_ARRAY_LEN(by_code); i++)
+        if (!strcmp(err->code, by_code[i].code))
+            return by_code[i].type;
     switch (err->kind) {
     case SBX_E_INVALID:
     case SBX_E_NOT_FOUND:
@@ -119,7 +114,7 @@ static json_t *error_body(sbx_dialect_t d, int status, const sbx_err_t *err)
         upper[i] = '\0';
         code = upper;
     }
-    return json_pack("{s:s, s:s, s:s, s:s}", "error", err->msg, "code", code, "type", error_type(err),
+    return json_pack("{s:s, s:s, s:s, s:s}", "error", err->msg, "code", code, "type", sbx_api_error_type(err),
                      "message", err->msg);
 }
 

@@ -92,6 +92,10 @@ void sbx_api_stop(sbx_api_t *api);
 
 sbx_core_t *sbx_api_core(sbx_api_t *api);
 
+/* The guide's error category (validation, config, internal, transient, execution,
+ * platform) of an error's S-code, or one derived from its kind. */
+const char *sbx_api_error_type(const sbx_err_t *err);
+
 /* Maps an error to its HTTP status. */
 int sbx_api_status_for(const sbx_err_t *err);
 

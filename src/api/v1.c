@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/file_stream.h"
 #include "api/params.h"
 #include "common/util.h"
 #include "core/execs.h"
@@ -814,43 +815,6 @@ static int file_path(const sbx_http_req_t *req, const char *def, const char **ou
     return 0;
 }
 
-typedef struct {
-    sbx_fs_reader_t *reader;
-    const uint8_t *data; /* the rest of the current chunk */
-    long left;
-    bool done;
-} file_stream_t;
-
-static long file_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    file_stream_t *s = cls;
-    while (s->left == 0) {
-        if (s->done)
-            return SBX_STREAM_END;
-        sbx_err_t err = SBX_ERR_INIT;
-        long n = sbx_core_fs_read_next(s->reader, &s->data, &err);
-        if (n < 0) {
-            /* Headers are sent: only a cut connection tells the client the body is short. */
-            log_warn("v1 file read: %s", err.msg);
-            return SBX_STREAM_ERROR;
-        }
-        s->done = n == 0;
-        s->left = n;
-    }
-    size_t n = (size_t)s->left < max ? (size_t)s->left : max;
-    memcpy(buf, s->data, n);
-    s->data += n;
-    s->left -= (long)n;
-    return (long)n;
-}
-
-static void file_stream_free(void *cls)
-{
-    file_stream_t *s = cls;
-    sbx_core_fs_read_close(s->reader);
-    free(s);
-}
-
 static int h_file_get(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     const char *path = NULL;
@@ -860,12 +824,7 @@ static int h_file_get(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp
         sbx_core_fs_read_open(sbx_api_core(api), req->path_params[0], path, 0, -1, NULL, err);
     if (!r)
         return -1;
-    file_stream_t *s = xcalloc(1, sizeof *s);
-    s->reader = r;
-    resp->stream_fn = file_stream_read;
-    resp->stream_cls = s;
-    resp->stream_free = file_stream_free;
-    resp->content_type = "application/octet-stream";
+    sbx_api_respond_file(resp, r, NULL);
     return 0;
 }
 
