@@ -503,16 +503,23 @@ void sbx_core_exec_stream_close(sbx_exec_stream_t *s)
     shutdown(e->fd, SHUT_RDWR);
     if (s->stdin_threaded)
         pthread_join(s->stdin_thread, NULL);
+    /* Writers (signal, stdin) hold references while they use the connection; no new one
+     * can start, since the entry no longer runs. */
     pthread_mutex_lock(&core->mu);
-    unlink_ent(core, e);
     while (e->refs > 0)
         pthread_cond_wait(&core->exec_cv, &core->mu);
     pthread_mutex_unlock(&core->mu);
     close(e->fd);
-    core_exec_end(core, e->info.sandbox_id);
     for (int i = 0; i < 3; i++)
         if (s->log_fd[i] >= 0)
             close(s->log_fd[i]);
+    core_exec_end(core, e->info.sandbox_id);
+    /* Unlinking is the last use of the core: shutdown waits for the list to empty and may
+     * free the core right after. */
+    pthread_mutex_lock(&core->mu);
+    unlink_ent(core, e);
+    pthread_cond_broadcast(&core->exec_cv);
+    pthread_mutex_unlock(&core->mu);
     pthread_mutex_destroy(&e->wmu);
     sbx_exec_info_release(&e->info);
     free(e);
