@@ -8,10 +8,15 @@ ifneq ($(SAN),)
 CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)
 endif
+# Undefined behaviour stops the program, so a sanitizer run cannot pass with a report.
+ifneq ($(findstring undefined,$(SAN)),)
+CFLAGS += -fno-sanitize-recover=undefined
+endif
 PKGS_DAEMON := libmicrohttpd jansson sqlite3 libseccomp yaml-0.1 libcurl libarchive libcrypto
-PKGS_CLI := libcurl jansson
+PKGS_CLI := libcurl jansson libarchive
 DAEMON_CFLAGS := $(shell pkg-config --cflags $(PKGS_DAEMON) 2>/dev/null)
 DAEMON_LIBS := $(shell pkg-config --libs $(PKGS_DAEMON) 2>/dev/null) -lpthread -lm
+CLI_CFLAGS := $(shell pkg-config --cflags $(PKGS_CLI) 2>/dev/null)
 CLI_LIBS := $(shell pkg-config --libs $(PKGS_CLI) 2>/dev/null) -lpthread -lm
 
 B := build
@@ -33,7 +38,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 # Unit tests link against the daemon's objects except its main().
 LIB_OBJ := $(filter-out $(B)/obj/daemon/core/main.o,$(DAEMON_OBJ))
 
-.PHONY: all clean test unit integration run install-deps format format-check bench bench-quick
+.PHONY: all clean test unit integration run install-deps format format-check bench bench-quick asan analyze
 all: $(B)/sandboxd $(B)/sandbox $(B)/sandbox-agent
 
 $(B)/obj/daemon/%.o: src/%.c
@@ -44,7 +49,7 @@ $(B)/obj/agent/%.o: src/%.c
 	$(CC) $(CFLAGS) -DSBX_AGENT -c $< -o $@
 $(B)/obj/cli/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c $< -o $@
 
 $(B)/sandboxd: $(DAEMON_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
@@ -78,6 +83,26 @@ run: install-deps all
 install-deps:
 	scripts/install-deps.sh
 
+# The daemon and CLI with ASan+UBSan in build-asan/ (the agent stays a plain static
+# binary).  Run the integration suite on them with SANDBOXD_BUILD_DIR=build-asan.
+asan:
+	$(MAKE) B=build-asan SAN=address,undefined all
+
+# clang's static analyzer over the daemon's sources.  Fails on any finding (file and
+# checker) that docs/analysis.md does not explain; the HTML report is in build-analyze/report.
+analyze:
+	rm -rf build-analyze && mkdir -p build-analyze
+	scan-build -o build-analyze/report $(MAKE) -j$$(nproc) B=build-analyze build-analyze/sandboxd \
+	    >build-analyze/scan.log 2>&1 || { tail -n 40 build-analyze/scan.log; exit 1; }
+	@grep -E '^src/[^ ]+: warning: .*\[[a-z]+\.[A-Za-z.]+\]$$' build-analyze/scan.log | sort -u \
+	    | tee build-analyze/findings.txt
+	@bad=0; for fc in $$(sed -E 's/^(src[^:]+):.*\[([^]]+)\]$$/\1@\2/' build-analyze/findings.txt | sort -u); do \
+	    if ! grep -qF "$${fc%@*} $${fc#*@}" docs/analysis.md; then echo "analyze: unexplained: $$fc"; bad=1; fi; \
+	done; echo "analyze: $$(wc -l <build-analyze/findings.txt) findings, each checked against docs/analysis.md"; \
+	exit $$bad
+
+include fuzz/fuzz.mk
+
 bench: all
 	bench/run.sh
 bench-quick: all
@@ -89,6 +114,6 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) build-asan build-fuzz build-replay build-analyze
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

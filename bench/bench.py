@@ -7,7 +7,9 @@ and, in alternation with them so machine drift cancels out, the peers that exist
   - bubblewrap one-shot `true` over the same rootfs (`bwrap --unshare-all ... true`)
   - a plain fork+exec of `true` on the host (the process floor)
 plus streaming (SSE first byte, exec throughput, stdout MB/s) and the raw file routes (write
-and read MB/s for 1 MiB and 256 MiB files, 4 KiB write + read round trip).
+and read MB/s for 1 MiB and 256 MiB files, 4 KiB write + read round trip), and OCI image
+pulls: pull + unpack of a ~200 MB, 3-layer image from a loopback docker-registry against
+`skopeo copy` + `umoci unpack` of the same image, and a second pull of the cached image.
 Results: a table on stdout, raw samples in bench/results/<date>.json, docs/benchmarks.md.
 """
 import argparse
@@ -30,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from conftest import Daemon, make_busybox_rootfs  # noqa: E402
+from scoreboard import Scoreboard  # noqa: E402
 
 
 def pct(samples, p):
@@ -183,6 +186,103 @@ def file_scenarios(d, rounds):
     return out
 
 
+def ensure_tools(*names):
+    """Installs the Debian packages of missing tools (same names) once; returns those present."""
+    missing = [n for n in names if not shutil.which(n)]
+    if missing and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return [n for n in names if shutil.which(n)]
+
+
+def build_bench_image(mib):
+    """A 3-layer image of about `mib` MiB: random (incompressible) files, text files, and
+    random files again, gzip'ed as registries serve them."""
+    import gzip
+    import io
+    import random
+    import tarfile
+    from test_images import Image
+
+    def layer(files):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, data in files:
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mode = len(data), 0o644
+                tf.addfile(ti, io.BytesIO(data))
+        return gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
+
+    words = [f"w{i:x}".encode() for i in range(4096)]
+    rng = random.Random(42)
+
+    def text(n):
+        out = bytearray()
+        while len(out) < n:
+            out += b" ".join(rng.choice(words) for _ in range(16)) + b"\n"
+        return bytes(out[:n])
+
+    per = (mib << 20) // 10
+    l1 = layer([(f"data/rand{i}.bin", os.urandom(per)) for i in range(5)])
+    l2 = layer([(f"src/text{i}.txt", text(per // 2)) for i in range(6)])
+    l3 = layer([(f"data/more{i}.bin", os.urandom(per // 2)) for i in range(4)])
+    return Image([l1, l2, l3])
+
+
+def image_scenarios(quick):
+    """sandboxd pull + unpack against skopeo copy + umoci unpack, round by round in
+    alternation, then the second (cached) pull.  Returns None when no registry exists."""
+    try:
+        from test_images import Registry
+    except BaseException as e:  # the module skips itself (pytest) without docker-registry
+        print(f"bench: image pulls skipped: {e}", file=sys.stderr)
+        return None
+    peers = ensure_tools("skopeo", "umoci")
+    have_peer = peers == ["skopeo", "umoci"]
+    if not have_peer:
+        print("bench: skopeo/umoci not available; image pulls measured without their peer", file=sys.stderr)
+    mib = 40 if quick else 200
+    rounds = 1 if quick else 3
+    img = build_bench_image(mib)
+    size = sum(len(l) for l in img.layers)
+    reg = Registry()
+    tmp = tempfile.mkdtemp(prefix="sandboxd-bench-img-")
+    d = None
+    out = {"image_mb": size / 1e6, "unpacked_mib": mib, "layers": len(img.layers), "sandboxd_s": [], "peer_s": [], "cached_ms": []}
+    try:
+        ref = reg.push("bench/big", "1", img)
+        rootfs = make_busybox_rootfs(os.path.join(tmp, "rootfs"))
+        d = Daemon(rootfs, config={"insecure_registries": [reg.host], "image_allowlist": [ref]}).start()
+        c = Client(d.port)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            r = c.call("POST", "/sandbox/images/pull", {"image": ref})
+            out["sandboxd_s"].append(time.perf_counter() - t0)
+            assert r["layers"] == 3
+            for _ in range(20 if not quick else 5):
+                t0 = time.perf_counter()
+                c.call("POST", "/sandbox/images/pull", {"image": ref})
+                out["cached_ms"].append((time.perf_counter() - t0) * 1000)
+            c.call("DELETE", "/sandbox/images?image=" + ref)
+            c.call("POST", "/sandbox/images/gc", {})
+            if have_peer:
+                layout, bundle = os.path.join(tmp, "oci"), os.path.join(tmp, "bundle")
+                t0 = time.perf_counter()
+                subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                                f"oci:{layout}:1"], check=True)
+                subprocess.run(["umoci", "unpack", "--image", f"{layout}:1", bundle], check=True,
+                               stdout=subprocess.DEVNULL)
+                out["peer_s"].append(time.perf_counter() - t0)
+                shutil.rmtree(layout)
+                shutil.rmtree(bundle)
+    finally:
+        if d:
+            d.cleanup()
+        reg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -201,22 +301,63 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release()}
 
 
+def print_images(im):
+    print(f"image pull + unpack ({im['unpacked_mib']} MiB, {im['image_mb']:.0f} MB compressed, {im['layers']} layers, "
+          f"loopback registry): "
+          f"sandboxd median {statistics.median(im['sandboxd_s']):.2f} s", end="")
+    if im["peer_s"]:
+        print(f", skopeo copy + umoci unpack median {statistics.median(im['peer_s']):.2f} s "
+              f"({statistics.median(im['sandboxd_s']) / statistics.median(im['peer_s']):.2f}x)")
+    else:
+        print(" (peer not available)")
+    print(f"second pull of the cached image: p50 {pct(im['cached_ms'], 50):.2f} ms, "
+          f"p99 {pct(im['cached_ms'], 99):.2f} ms (target <= 50 ms)")
+
+
+def image_lines(im):
+    if not im:
+        return []
+    head = (f"{im['unpacked_mib']} MiB unpacked, {im['image_mb']:.0f} MB compressed, {im['layers']} layers, "
+            "loopback docker-registry")
+    lines = ["", "| OCI image pull | value |", "|---|---|",
+             f"| sandboxd pull + verify + unpack ({head}), median of {len(im['sandboxd_s'])} | "
+             f"{statistics.median(im['sandboxd_s']):.2f} s |"]
+    if im["peer_s"]:
+        lines.append(f"| `skopeo copy docker://… oci:DIR` + `umoci unpack` of the same image, median of "
+                     f"{len(im['peer_s'])} | {statistics.median(im['peer_s']):.2f} s |")
+        lines.append(f"| sandboxd / peer | "
+                     f"{statistics.median(im['sandboxd_s']) / statistics.median(im['peer_s']):.2f}x |")
+    lines.append(f"| second pull of the cached image (manifest check only) p50 / p99 | "
+                 f"{pct(im['cached_ms'], 50):.2f} / {pct(im['cached_ms'], 99):.2f} ms (target ≤ 50 ms) |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="few rounds: a smoke test of every scenario")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--no-images", action="store_true", help="skip the OCI image pull scenario")
+    ap.add_argument("--images-only", action="store_true", help="only the OCI image pull scenario (no docs)")
     args = ap.parse_args()
+    if args.images_only:
+        images = image_scenarios(args.quick)
+        if images:
+            print_images(images)
+        return 0 if images else 1
     rounds = 20 if args.quick else args.rounds
 
     tmp = tempfile.mkdtemp(prefix="sandboxd-bench-")
     rootfs = make_busybox_rootfs(os.path.join(tmp, "rootfs"))
-    d = Daemon(rootfs, config={"max_concurrent_sandboxes": 64}).start()
+    # Room for the density scenario (600 idle sandboxes) and 50 concurrent creators.
+    d = Daemon(rootfs, config={"max_concurrent_sandboxes": 700}).start()
+    sb = None
     bwrap = shutil.which("bwrap")
     true_bin = shutil.which("true")
     samples = {"lifecycle": [], "exec": [], "bwrap": [], "fork_exec": []}
     try:
         c = Client(d.port)
+        sb = Scoreboard(d, rootfs, tmp, args.quick, Client)
         # Warm up: first create maps the image, first exec faults the agent in.
         sid = c.call("POST", "/sandbox/sandboxes", {"image": "busybox"})["id"]
         c.call("POST", f"/sandbox/sandboxes/{sid}/exec", {"cmd": "true"})
@@ -244,15 +385,20 @@ def main():
             t0 = time.perf_counter()
             subprocess.run([true_bin], check=True)
             samples["fork_exec"].append((time.perf_counter() - t0) * 1000)
+            sb.round(samples)
         extra = stream_scenarios(d, live, rounds)
+        extra["images"] = None if args.no_images else image_scenarios(args.quick)
         extra["files"] = file_scenarios(d, rounds)
         c.call("DELETE", f"/sandbox/sandboxes/{live}")
+        sb.finish()
         rss_kb = 0
         with open(f"/proc/{d.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS"):
                     rss_kb = int(line.split()[1])
     finally:
+        if sb:
+            sb.close()
         d.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -289,18 +435,24 @@ def main():
         print(f"raw file {mib:>3} MiB: write {fs['write_mb_s'][mib]:.0f} MB/s, read {fs['read_mb_s'][mib]:.0f} MB/s")
     print(f"4 KiB file write + read round trip (raw routes): p50 {pct(fs['small_rt_ms'], 50):.2f} ms, "
           f"p99 {pct(fs['small_rt_ms'], 99):.2f} ms")
+    if extra["images"]:
+        print_images(extra["images"])
     print(f"daemon RSS after the run: {rss_kb / 1024:.1f} MiB")
+    sb_term, sb_md = sb.report(samples)
+    print("\n".join(sb_term))
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     out = os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
     with open(out, "w") as f:
-        json.dump({"machine": m, "date": date, "samples_ms": samples, "streams": extra, "daemon_rss_kb": rss_kb}, f)
+        json.dump({"machine": m, "date": date, "samples_ms": samples, "streams": extra, "daemon_rss_kb": rss_kb,
+                   "scoreboard": sb.results(samples)}, f)
     print(f"raw samples: {out}")
     missing = [k for k in ("lifecycle", "exec", "fork_exec") if not samples[k]]
     if not fb or not extra["throughput"] or not extra["stream_mb_s"]:
         missing.append("streams")
     if not extra["files"]["small_rt_ms"] or len(extra["files"]["write_mb_s"]) < 2:
         missing.append("files")
+    missing += sb.missing()
     if missing:
         print(f"scenarios without numbers: {missing}", file=sys.stderr)
         return 1
@@ -338,7 +490,9 @@ def main():
                      f"{fs['write_mb_s'][mib]:.0f} / {fs['read_mb_s'][mib]:.0f} MB/s |")
     lines += [f"| 4 KiB file write + read round trip (raw routes, keep-alive) p50 / p99 | "
               f"{pct(fs['small_rt_ms'], 50):.2f} / {pct(fs['small_rt_ms'], 99):.2f} ms |", ""]
+    lines += image_lines(extra["images"])
     lines += ["", f"Daemon RSS after the run: {rss_kb / 1024:.1f} MiB.", ""]
+    lines += sb_md
     with open(os.path.join(ROOT, "docs", "benchmarks.md.new"), "w") as f:
         f.write("\n".join(lines))
     notes = os.path.join(ROOT, "docs", "benchmarks-notes.md")

@@ -8,6 +8,7 @@ libmicrohttpd-dev libjansson-dev libsqlite3-dev libseccomp-dev libyaml-dev libcu
 libarchive-dev libssl-dev
 mmdebstrap busybox-static ca-certificates curl
 python3 python3-pytest clang-format
+clang libclang-rt-14-dev clang-tools
 docker-registry"
 
 missing=""

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the whole test suite: C unit tests, then integration tests against a real daemon.
+# Runs the whole test suite: C unit tests, then integration and security tests against a
+# real daemon.
 # Prints one closing line "N passed, N failed, N skipped" and exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ upass=$(grep -cE '^ok ' "$log" || true)
 ufail=$(grep -cE '^FAIL' "$log" || true)
 uskip=$(grep -cE '^skip ' "$log" || true)
 
-/usr/bin/python3 -m pytest -q -rs tests/integration 2>&1 | tee "$log.py"
+/usr/bin/python3 -m pytest -q -rs tests/integration tests/security 2>&1 | tee "$log.py"
 prc=$?
 summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)' "$log.py" | tail -n 1)
 ipass=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -117,6 +118,14 @@ int main(int argc, char **argv)
 {
     if (argc != 3)
         usage();
+    /* Non-dumpable before anything else: the agent runs as the sandbox's root, the same uid
+     * as the commands it starts, so without this any command could PTRACE_ATTACH to PID 1
+     * or open /proc/1/mem read-write and take the agent over (its listening socket, every
+     * session, what it reports to the daemon).  Tracing a non-dumpable task needs
+     * CAP_SYS_PTRACE, which the sandbox's bounding set does not hold.  Sessions fork from
+     * here and inherit it; commands they exec become dumpable again, so a sandbox can still
+     * debug its own programs.  (Found by tests/security: ptrace_agent.) */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     ensure_stdio();
 
     /* A daemon that hangs up mid-write must produce EPIPE, not kill the writer. */

@@ -487,6 +487,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (ctx->len + n + 1 > ctx->cap) {
             ctx->cap = (ctx->len + n + 1) * 2;
+            if (ctx->cap > SBX_API_MAX_BODY + 1)
+                ctx->cap = SBX_API_MAX_BODY + 1;
             ctx->body = xrealloc(ctx->body, ctx->cap);
         }
         memcpy(ctx->body + ctx->len, upload_data, n);

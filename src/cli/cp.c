@@ -288,7 +288,8 @@ static int upload_tree(cp_t *c, const char *local, const char *remote, int mode)
         names[n++] = xstrdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, by_str);
+    if (n) /* an empty directory leaves names NULL, which qsort must not get */
+        qsort(names, n, sizeof *names, by_str);
     for (size_t i = 0; i < n && rc == 0; i++) {
         _cleanup_free_ char *lp = join(local, names[i]);
         _cleanup_free_ char *rp = join(remote, names[i]);

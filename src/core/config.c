@@ -814,7 +814,7 @@ static void finalize(sbx_config_t *cfg)
         cfg->run_dir = xasprintf("%s/run", cfg->state_dir);
 }
 
-int sbx_config_load(sbx_config_t *cfg, int argc, char **argv, char **envp, sbx_err_t *err)
+static int load_layers(sbx_config_t *cfg, int argc, char **argv, char **envp, sbx_err_t *err)
 {
     flags_t f;
     sbx_config_defaults(cfg);
@@ -848,6 +848,15 @@ int sbx_config_load(sbx_config_t *cfg, int argc, char **argv, char **envp, sbx_e
         cfg->debug = true;
     finalize(cfg);
     return 0;
+}
+
+int sbx_config_load(sbx_config_t *cfg, int argc, char **argv, char **envp, sbx_err_t *err)
+{
+    int rc = load_layers(cfg, argc, argv, envp, err);
+    /* Nothing is left to release when there is no configuration to run with. */
+    if (rc != 0)
+        sbx_config_release(cfg);
+    return rc;
 }
 
 /* ---- lookups ---- */

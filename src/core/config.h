@@ -79,7 +79,8 @@ int sbx_config_apply_file(sbx_config_t *cfg, const char *path, sbx_err_t *err);
 int sbx_config_apply_env(sbx_config_t *cfg, char **envp, sbx_err_t *err);
 /* The whole chain: defaults, --config file, environment, then flags
  * (--config FILE, --listen ADDR:PORT, --state-dir DIR, --agent PATH, --debug).
- * Returns 1 if --help was asked (usage printed to stdout), 0 on success, -1 on error. */
+ * Returns 1 if --help was asked (usage printed to stdout), 0 on success, -1 on error;
+ * cfg holds nothing to release unless it returns 0. */
 int sbx_config_load(sbx_config_t *cfg, int argc, char **argv, char **envp, sbx_err_t *err);
 void sbx_config_release(sbx_config_t *cfg);
 

@@ -33,6 +33,11 @@ int sbx_core_recover(sbx_core_t *core, sbx_err_t *err);
 int sbx_core_start(sbx_core_t *core, sbx_err_t *err);
 /* Refuses new work, stops every sandbox and the reaper. In-flight execs end with an error. */
 void sbx_core_shutdown(sbx_core_t *core);
+/* sbx_core_shutdown with a choice: keep_sandboxes = false is sbx_core_shutdown; true only
+ * refuses new work and stops the reaper (waiting for background deletes already under
+ * way), leaving every live sandbox running and its record "running", so that the next
+ * daemon's sbx_core_recover re-adopts it (the upgrade path, SIGUSR2). */
+void sbx_core_shutdown_mode(sbx_core_t *core, bool keep_sandboxes);
 void sbx_core_free(sbx_core_t *core);
 
 /* A create request; `has_*` tells whether the caller gave the field. */

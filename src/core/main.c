@@ -1,7 +1,9 @@
 /* sandboxd: the daemon.  Start-up is a plan executed in order: settings, single-instance
  * lock, backend (which must run before any thread exists: it moves the daemon into its own
  * mount namespace), store, images, core (recovery), HTTP.  SIGTERM/SIGINT stop accepting,
- * stop every sandbox, finish in-flight requests and leave nothing behind. */
+ * stop every sandbox, finish in-flight requests and leave nothing behind.  SIGUSR2 is the
+ * upgrade path: stop accepting and exit at once, leaving every sandbox running with its
+ * record "running", so the next sandboxd on the same state directory re-adopts them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -87,7 +89,8 @@ int main(int argc, char **argv, char **envp)
         printf("sandboxd %s\n", SANDBOXD_VERSION);
         return 0;
     }
-    sbx_config_t cfg;
+    /* Released on every way out, so a leak checker sees the early exits clean too. */
+    __attribute__((cleanup(sbx_config_release))) sbx_config_t cfg = {0};
     sbx_err_t err = SBX_ERR_INIT;
     int rc = sbx_config_load(&cfg, argc, argv, envp, &err);
     if (rc < 0)
@@ -113,6 +116,7 @@ int main(int argc, char **argv, char **envp)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -155,6 +159,20 @@ int main(int argc, char **argv, char **envp)
     int sig = 0;
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
         log_info("SIGHUP ignored (restart sandboxd to apply new settings)");
+    if (sig == SIGUSR2) {
+        /* Detach: no sandbox is touched.  In-flight requests and streams are cut (clients
+         * see the connection close), jobs a worker is running stay "running" in the store
+         * and the next daemon settles them as a retry.  Nothing is freed: worker threads
+         * may still be inside a call, so the process leaves with _exit, which for the
+         * store is no different from a crash (SQLite's journal keeps it consistent). */
+        log_info("received %s: exiting, sandboxes keep running for the next sandboxd", strsignal(sig));
+        sbx_api_quiesce(api);
+        sbx_queue_quiesce(queue);
+        sbx_core_shutdown_mode(core, true);
+        log_info("sandboxd stopped (sandboxes left running)");
+        fflush(NULL);
+        _exit(0);
+    }
     log_info("received %s: shutting down", strsignal(sig));
     sbx_api_quiesce(api);
     /* Queue workers stop claiming; the jobs they run end when core shutdown stops their

@@ -271,6 +271,35 @@ static void rec_set_str(char **field, const char *v)
     *field = v ? xstrdup(v) : NULL;
 }
 
+/* An OCI image's config: its Env is the base of the create-time env (the request's
+ * entries win) and its WorkingDir the workdir when the request names none.  Its User and
+ * Entrypoint are not applied: commands run as root unless a request asks otherwise. */
+static void apply_image_config(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *rec,
+                               const char *rootfs)
+{
+    sbx_image_config_t ic;
+    if (sbx_image_config(core->images, rootfs, &ic, NULL) < 0)
+        return;
+    if (ic.workdir && !(req->workdir && *req->workdir))
+        rec_set_str(&rec->workdir, ic.workdir);
+    if (ic.n_env) {
+        json_t *env = json_object();
+        for (size_t i = 0; i < ic.n_env; i++) {
+            const char *eq = strchr(ic.env[i], '=');
+            _cleanup_free_ char *key = xstrndup(ic.env[i], (size_t)(eq - ic.env[i]));
+            json_object_set_new(env, key, json_string(eq + 1));
+        }
+        json_t *mine = rec->env_json ? json_loads(rec->env_json, 0, NULL) : NULL;
+        if (json_is_object(mine))
+            json_object_update(env, mine);
+        json_decref(mine);
+        free(rec->env_json);
+        rec->env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(env);
+    }
+    sbx_image_config_release(&ic);
+}
+
 int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err)
 {
     const sbx_config_t *cfg = core->cfg;
@@ -333,6 +362,7 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
     if (sbx_image_resolve(core->images, req->image, custom || oci ? &src : NULL, cfg->auto_install, &rootfs,
                           err) < 0)
         goto fail_record;
+    apply_image_config(core, req, &rec, rootfs);
 
     hostname = hostname_for(rec.id);
     sbx_sandbox_spec_t spec = {
@@ -668,6 +698,11 @@ int sbx_core_start(sbx_core_t *core, sbx_err_t *err)
 
 void sbx_core_shutdown(sbx_core_t *core)
 {
+    sbx_core_shutdown_mode(core, false);
+}
+
+void sbx_core_shutdown_mode(sbx_core_t *core, bool keep_sandboxes)
+{
     pthread_mutex_lock(&core->mu);
     core->shutting_down = true;
     pthread_cond_broadcast(&core->reaper_cv);
@@ -680,6 +715,15 @@ void sbx_core_shutdown(sbx_core_t *core)
     while (core->async_deletes > 0)
         pthread_cond_wait(&core->reaper_cv, &core->mu);
     pthread_mutex_unlock(&core->mu);
+    if (keep_sandboxes) {
+        pthread_mutex_lock(&core->mu);
+        int n = 0;
+        for (live_t *l = core->live; l; l = l->next)
+            n += !l->stopping;
+        pthread_mutex_unlock(&core->mu);
+        log_info("%d sandbox(es) left running", n);
+        return;
+    }
     for (;;) {
         pthread_mutex_lock(&core->mu);
         live_t *l = core->live;

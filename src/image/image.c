@@ -166,6 +166,7 @@ void sbx_image_store_free(sbx_image_store_t *st)
 {
     if (!st)
         return;
+    sbx_image_oci_drain(st);
     for (size_t i = 0; i < SBX_ARRAY_LEN(st->presets); i++) {
         pthread_mutex_destroy(&st->presets[i].mu);
         pthread_cond_destroy(&st->presets[i].cv);

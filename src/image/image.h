@@ -79,6 +79,49 @@ void sbx_image_status(sbx_image_store_t *st, const char *name, const sbx_image_s
 int sbx_image_pull(sbx_image_store_t *st, const char *ref, const sbx_registry_opts_t *opts,
                    sbx_oci_progress_fn progress, void *cls, sbx_image_info_t *out, sbx_err_t *err);
 
+/* One layer of a pull as last reported: bytes fetched of its total (a cached layer is
+ * reported complete). */
+typedef struct {
+    char digest[80];
+    uint64_t done, total;
+} sbx_image_layer_progress_t;
+
+/* A pull running on a thread of its own, watched by someone else (a streamed HTTP
+ * answer).  It joins a pull of the same reference already running, whose progress it then
+ * shares.  Shared by the caller and the thread: the pull goes on to its end even after
+ * the caller's unref. */
+typedef struct sbx_image_pull_op sbx_image_pull_op_t;
+
+/* Starts pulling `ref` (opts copied; its strings are borrowed and must outlive the pull).
+ * Errors: INVALID S001 for a bad reference, or a thread that cannot start. */
+sbx_image_pull_op_t *sbx_image_pull_start(sbx_image_store_t *st, const char *ref,
+                                          const sbx_registry_opts_t *opts, sbx_err_t *err);
+
+/* Waits up to timeout_ms for news newer than *seq (which it updates), then copies every
+ * layer's figures into *layers (heap, the caller frees; NULL while none is known).
+ * Returns 1 while the pull runs, 0 once it succeeded (*info filled when non-NULL) and -1
+ * once it failed (*err is the pull's error). */
+int sbx_image_pull_wait(sbx_image_pull_op_t *op, uint64_t *seq, int timeout_ms,
+                        sbx_image_layer_progress_t **layers, size_t *n_layers, sbx_image_info_t *info,
+                        sbx_err_t *err);
+
+void sbx_image_pull_op_unref(sbx_image_pull_op_t *op);
+
+/* What an OCI image's config asks of its containers.  Only env and workdir are applied to
+ * sandboxes (core/sandbox.c); user is reported, never applied. */
+typedef struct {
+    char **env; /* "K=V" entries in the config's order, NULL-terminated, or NULL */
+    size_t n_env;
+    char *workdir; /* absolute, or NULL */
+    char *user;    /* as written in the config, or NULL */
+} sbx_image_config_t;
+
+/* Fills *out from the config of the pulled or imported image whose rootfs is `rootfs` (a
+ * path sbx_image_resolve returned).  Presets, local directories and images without a
+ * readable config leave *out empty; that is not an error. */
+int sbx_image_config(sbx_image_store_t *st, const char *rootfs, sbx_image_config_t *out, sbx_err_t *err);
+void sbx_image_config_release(sbx_image_config_t *c);
+
 /* Every pulled image (caller frees each entry and the array). */
 int sbx_image_list(sbx_image_store_t *st, sbx_image_info_t **out, size_t *n, sbx_err_t *err);
 

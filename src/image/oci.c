@@ -95,6 +95,9 @@ int sbx_oci_ref_parse(const char *s, sbx_oci_ref_t *ref, sbx_err_t *err)
     if (slash && (memchr(name, '.', (size_t)(slash - name)) || memchr(name, ':', (size_t)(slash - name)) ||
                   !strncmp(name, "localhost/", 10))) {
         *slash = '\0';
+        /* Truncating would name another host. */
+        if (strlen(name) >= sizeof ref->registry)
+            return sbx_fail(err, SBX_E_INVALID, "S001", "invalid image reference '%s': registry too long", s);
         snprintf(ref->registry, sizeof ref->registry, "%.255s", name);
         name = slash + 1;
     } else {
@@ -116,6 +119,10 @@ int sbx_oci_ref_parse(const char *s, sbx_oci_ref_t *ref, sbx_err_t *err)
         snprintf(ref->repo, sizeof ref->repo, "library/%s", name);
     else
         snprintf(ref->repo, sizeof ref->repo, "%s", name);
+    /* The limit holds for the repository as stored ("library/" included), so that a
+     * canonical name always parses again. */
+    if (strlen(ref->repo) > 200)
+        return sbx_fail(err, SBX_E_INVALID, "S001", "invalid image reference: '%s'", s);
     if (!ref->tag[0] && !ref->digest[0])
         snprintf(ref->tag, sizeof ref->tag, "latest");
     snprintf(ref->canon, sizeof ref->canon, "%s/%s%s%s%s%s", ref->registry, ref->repo, ref->tag[0] ? ":" : "",

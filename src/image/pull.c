@@ -23,11 +23,19 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
 #include "image/internal.h"
 #include "image/unpack.h"
+
+/* Someone interested in a running pull's progress: its starter or a caller that joined. */
+typedef struct watcher {
+    struct watcher *next;
+    sbx_oci_progress_fn fn;
+    void *cls;
+} watcher_t;
 
 typedef struct job {
     struct job *next;
@@ -36,6 +44,11 @@ typedef struct job {
     uint64_t generation;
     bool failed;
     sbx_err_t err;
+    /* While running: who watches, and the latest figures per layer, replayed to a caller
+     * that joins late so it can draw every layer at once. */
+    watcher_t *watchers;
+    sbx_image_layer_progress_t *layers;
+    size_t n_layers;
 } job_t;
 
 static pthread_mutex_t jobs_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -241,6 +254,67 @@ static int assemble(sbx_image_store_t *st, const char *slug, const sbx_oci_manif
     return rc;
 }
 
+/* Fetches the config if needed, assembles the rootfs unless it exists, then writes the
+ * ref record: the last step, which makes the image bootable.  Called with the ref lock. */
+static int install_locked(sbx_image_store_t *st, const char *canon, const char *slug,
+                          const sbx_oci_manifest_t *m, sbx_err_t *err)
+{
+    _cleanup_free_ char *blobs = oci_path(st, "blobs");
+    _cleanup_free_ char *final =
+        xasprintf("%s/oci/rootfs/%s", sbx_image_store_dir(st), m->manifest_digest + 7);
+    json_t *cfg = read_config(blobs, m->config_digest);
+    int rc = 0;
+    if (!is_dir(final))
+        rc = assemble(st, slug, m, blobs, final, err);
+    if (rc == 0) {
+        json_t *layers = json_array();
+        for (size_t i = 0; i < m->n_layers; i++)
+            json_array_append_new(layers, json_string(m->layers[i]));
+        json_t *rec =
+            json_pack("{s:s, s:s, s:s, s:I, s:o, s:s, s:s, s:s, s:I}", "ref", canon, "id", m->config_digest,
+                      "manifest", m->manifest_digest, "size", (json_int_t)m->size, "layers", layers,
+                      "created", jstr(cfg, "created"), "architecture", jstr(cfg, "architecture"), "os",
+                      jstr(cfg, "os"), "pulled_ms", (json_int_t)sbx_now_ms());
+        rc = write_record(st, canon, rec, err);
+        json_decref(rec);
+    }
+    json_decref(cfg);
+    return rc;
+}
+
+int sbx_image_oci_install(sbx_image_store_t *st, const char *canon, const sbx_oci_manifest_t *m,
+                          sbx_err_t *err)
+{
+    char slug[65];
+    slug_of(canon, slug);
+    _cleanup_close_ int lfd = lock_ref(st, slug, true, err);
+    if (lfd < 0)
+        return -1;
+    return install_locked(st, canon, slug, m, err);
+}
+
+char *sbx_image_oci_blobs_dir(sbx_image_store_t *st)
+{
+    return oci_path(st, "blobs");
+}
+
+char *sbx_image_oci_tmp_dir(sbx_image_store_t *st, sbx_err_t *err)
+{
+    char *dir = oci_path(st, "tmp");
+    if (sbx_mkdir_p(dir, 0700, err) < 0) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static bool blob_present(const char *blobs, const char *digest)
+{
+    _cleanup_free_ char *path = xasprintf("%s/sha256/%s", blobs, digest + 7);
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
 static int pull_locked(sbx_image_store_t *st, const sbx_oci_ref_t *ref, const sbx_registry_opts_t *opts,
                        sbx_oci_progress_fn progress, void *cls, sbx_err_t *err)
 {
@@ -265,27 +339,20 @@ static int pull_locked(sbx_image_store_t *st, const sbx_oci_ref_t *ref, const sb
     }
     int64_t t0 = sbx_mono_ms();
     prog_t p = {progress, cls, &m};
-    for (size_t i = 0; rc == 0 && i < m.n_layers; i++)
+    /* Every layer is announced first (cached ones as complete), so a watcher knows them all. */
+    for (size_t i = 0; progress && i < m.n_layers; i++)
+        on_progress(&p, (int)i, (int)m.n_layers, m.layers[i],
+                    blob_present(blobs, m.layers[i]) ? m.layer_sizes[i] : 0, m.layer_sizes[i]);
+    for (size_t i = 0; rc == 0 && i < m.n_layers; i++) {
         rc = sbx_oci_fetch_blob(opts, ref, m.layers[i], blobs, progress ? on_progress : NULL, &p, (int)i,
                                 (int)m.n_layers, err);
+        if (rc == 0 && progress)
+            on_progress(&p, (int)i, (int)m.n_layers, m.layers[i], m.layer_sizes[i], m.layer_sizes[i]);
+    }
     if (rc == 0)
         rc = sbx_oci_fetch_blob(opts, ref, m.config_digest, blobs, NULL, NULL, -1, (int)m.n_layers, err);
-    json_t *cfg = rc == 0 ? read_config(blobs, m.config_digest) : NULL;
-    if (rc == 0 && !is_dir(final))
-        rc = assemble(st, slug, &m, blobs, final, err);
-    if (rc == 0) {
-        json_t *layers = json_array();
-        for (size_t i = 0; i < m.n_layers; i++)
-            json_array_append_new(layers, json_string(m.layers[i]));
-        json_t *rec =
-            json_pack("{s:s, s:s, s:s, s:I, s:o, s:s, s:s, s:s, s:I}", "ref", ref->canon, "id",
-                      m.config_digest, "manifest", m.manifest_digest, "size", (json_int_t)m.size, "layers",
-                      layers, "created", jstr(cfg, "created"), "architecture", jstr(cfg, "architecture"),
-                      "os", jstr(cfg, "os"), "pulled_ms", (json_int_t)sbx_now_ms());
-        rc = write_record(st, ref->canon, rec, err);
-        json_decref(rec);
-    }
-    json_decref(cfg);
+    if (rc == 0)
+        rc = install_locked(st, ref->canon, slug, &m, err);
     if (rc == 0)
         log_info("pull %s: %s ready in %.1f s (%zu layers, %llu bytes)", ref->canon, m.manifest_digest,
                  (double)(sbx_mono_ms() - t0) / 1000, m.n_layers, (unsigned long long)m.size);
@@ -305,18 +372,66 @@ static job_t *find_job(const char *key)
     return j;
 }
 
+/* The running pull's progress callback: remembers the figures and passes them to every
+ * watcher of the job.  Runs on the pulling thread. */
+static void job_progress(void *cls, int layer, int n_layers, const char *digest, uint64_t done,
+                         uint64_t total)
+{
+    job_t *j = cls;
+    pthread_mutex_lock(&jobs_mu);
+    if (layer >= 0 && n_layers > 0 && layer < n_layers) {
+        if ((size_t)n_layers != j->n_layers) {
+            j->layers = xrealloc(j->layers, (size_t)n_layers * sizeof *j->layers);
+            memset(j->layers, 0, (size_t)n_layers * sizeof *j->layers);
+            j->n_layers = (size_t)n_layers;
+        }
+        sbx_image_layer_progress_t *l = &j->layers[layer];
+        snprintf(l->digest, sizeof l->digest, "%s", digest);
+        l->done = done;
+        l->total = total;
+    }
+    for (watcher_t *w = j->watchers; w; w = w->next)
+        w->fn(w->cls, layer, n_layers, digest, done, total);
+    pthread_mutex_unlock(&jobs_mu);
+}
+
+/* Adds a watcher to job `j` (jobs_mu held) and replays what is known so far to it. */
+static void watch(job_t *j, watcher_t *w)
+{
+    w->next = j->watchers;
+    j->watchers = w;
+    for (size_t i = 0; i < j->n_layers; i++)
+        if (j->layers[i].digest[0])
+            w->fn(w->cls, (int)i, (int)j->n_layers, j->layers[i].digest, j->layers[i].done,
+                  j->layers[i].total);
+}
+
+static void unwatch(job_t *j, watcher_t *w)
+{
+    for (watcher_t **pp = &j->watchers; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+}
+
 /* Runs one pull of `ref` at a time in this process; a caller arriving while a pull runs
- * waits for it and shares its result. */
+ * waits for it and shares its result (and, with `progress`, its progress reports). */
 static int pull_once(sbx_image_store_t *st, const sbx_oci_ref_t *ref, const sbx_registry_opts_t *opts,
                      sbx_oci_progress_fn progress, void *cls, sbx_err_t *err)
 {
     _cleanup_free_ char *key = xasprintf("%s\n%s", sbx_image_store_dir(st), ref->canon);
+    watcher_t w = {NULL, progress, cls};
     pthread_mutex_lock(&jobs_mu);
     job_t *j = find_job(key);
     if (j->running) {
         uint64_t gen = j->generation;
+        if (progress)
+            watch(j, &w);
         while (j->running && j->generation == gen)
             pthread_cond_wait(&jobs_cv, &jobs_mu);
+        if (progress && j->generation == gen)
+            unwatch(j, &w);
         int rc = j->failed ? -1 : 0;
         if (rc < 0 && err)
             *err = j->err;
@@ -324,10 +439,14 @@ static int pull_once(sbx_image_store_t *st, const sbx_oci_ref_t *ref, const sbx_
         return rc;
     }
     j->running = true;
+    j->watchers = NULL;
+    j->n_layers = 0;
+    if (progress)
+        watch(j, &w);
     pthread_mutex_unlock(&jobs_mu);
 
     sbx_err_t e = SBX_ERR_INIT;
-    int rc = pull_locked(st, ref, opts ? opts : &default_opts, progress, cls, &e);
+    int rc = pull_locked(st, ref, opts ? opts : &default_opts, job_progress, j, &e);
     if (rc == 0 && opts && opts->cache_budget_bytes) {
         uint64_t fb = 0, fn = 0;
         sbx_err_t ge = SBX_ERR_INIT;
@@ -340,6 +459,10 @@ static int pull_once(sbx_image_store_t *st, const sbx_oci_ref_t *ref, const sbx_
     j->generation++;
     j->failed = rc < 0;
     j->err = e;
+    j->watchers = NULL; /* every watcher leaves with this generation */
+    free(j->layers);
+    j->layers = NULL;
+    j->n_layers = 0;
     pthread_cond_broadcast(&jobs_cv);
     pthread_mutex_unlock(&jobs_mu);
     if (rc < 0 && err)
@@ -640,4 +763,237 @@ void sbx_image_oci_clean(sbx_image_store_t *st)
             log_info("image store: removed leftover of an interrupted pull `%s`", p);
     }
     closedir(d);
+}
+
+/* ---- pulls watched from another thread ---- */
+
+struct sbx_image_pull_op {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    sbx_image_store_t *st;
+    sbx_registry_opts_t opts;
+    char *ref;
+    sbx_image_layer_progress_t *layers;
+    size_t n_layers;
+    uint64_t seq; /* bumped on every change */
+    bool finished;
+    int rc;
+    sbx_image_info_t info;
+    sbx_err_t err;
+};
+
+static void op_progress(void *cls, int layer, int n_layers, const char *digest, uint64_t done, uint64_t total)
+{
+    sbx_image_pull_op_t *op = cls;
+    if (layer < 0 || n_layers <= 0 || layer >= n_layers)
+        return;
+    pthread_mutex_lock(&op->mu);
+    if ((size_t)n_layers > op->n_layers) {
+        op->layers = xrealloc(op->layers, (size_t)n_layers * sizeof *op->layers);
+        memset(op->layers + op->n_layers, 0, ((size_t)n_layers - op->n_layers) * sizeof *op->layers);
+        op->n_layers = (size_t)n_layers;
+    }
+    sbx_image_layer_progress_t *l = &op->layers[layer];
+    snprintf(l->digest, sizeof l->digest, "%s", digest);
+    l->done = done;
+    l->total = total;
+    op->seq++;
+    pthread_cond_broadcast(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+}
+
+void sbx_image_pull_op_unref(sbx_image_pull_op_t *op)
+{
+    if (!op)
+        return;
+    pthread_mutex_lock(&op->mu);
+    bool last = --op->refs == 0;
+    pthread_mutex_unlock(&op->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&op->mu);
+    pthread_cond_destroy(&op->cv);
+    sbx_image_info_release(&op->info);
+    free(op->layers);
+    free(op->ref);
+    free(op);
+}
+
+/* Pull threads still running, per process: the store must outlive them. */
+static pthread_mutex_t ops_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ops_cv = PTHREAD_COND_INITIALIZER;
+static int ops_running;
+
+void sbx_image_oci_drain(sbx_image_store_t *st)
+{
+    pthread_mutex_lock(&ops_mu);
+    if (ops_running)
+        log_info("image store: waiting for %d pull(s) to finish", ops_running);
+    while (ops_running)
+        pthread_cond_wait(&ops_cv, &ops_mu);
+    pthread_mutex_unlock(&ops_mu);
+}
+
+static void *op_thread(void *arg)
+{
+    sbx_image_pull_op_t *op = arg;
+    sbx_image_info_t info = {0};
+    sbx_err_t e = SBX_ERR_INIT;
+    int rc = sbx_image_pull(op->st, op->ref, &op->opts, op_progress, op, &info, &e);
+    pthread_mutex_lock(&op->mu);
+    op->rc = rc;
+    op->info = info;
+    op->err = e;
+    op->finished = true;
+    op->seq++;
+    pthread_cond_broadcast(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+    sbx_image_pull_op_unref(op);
+    pthread_mutex_lock(&ops_mu);
+    ops_running--;
+    pthread_cond_broadcast(&ops_cv);
+    pthread_mutex_unlock(&ops_mu);
+    return NULL;
+}
+
+sbx_image_pull_op_t *sbx_image_pull_start(sbx_image_store_t *st, const char *ref,
+                                          const sbx_registry_opts_t *opts, sbx_err_t *err)
+{
+    sbx_oci_ref_t parsed;
+    if (sbx_oci_ref_parse(ref, &parsed, err) < 0)
+        return NULL;
+    sbx_image_pull_op_t *op = xcalloc(1, sizeof *op);
+    pthread_mutex_init(&op->mu, NULL);
+    pthread_cond_init(&op->cv, NULL);
+    op->refs = 2; /* the caller's and the thread's */
+    op->st = st;
+    op->opts = opts ? *opts : default_opts;
+    op->ref = xstrdup(ref);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    pthread_mutex_lock(&ops_mu);
+    int e = pthread_create(&t, &attr, op_thread, op);
+    ops_running += e == 0;
+    pthread_mutex_unlock(&ops_mu);
+    pthread_attr_destroy(&attr);
+    if (e) {
+        op->refs = 1;
+        sbx_image_pull_op_unref(op);
+        sbx_error(err, e, "start a pull thread");
+        return NULL;
+    }
+    return op;
+}
+
+int sbx_image_pull_wait(sbx_image_pull_op_t *op, uint64_t *seq, int timeout_ms,
+                        sbx_image_layer_progress_t **layers, size_t *n_layers, sbx_image_info_t *info,
+                        sbx_err_t *err)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&op->mu);
+    while (op->seq == *seq && !op->finished)
+        if (pthread_cond_timedwait(&op->cv, &op->mu, &deadline) == ETIMEDOUT)
+            break;
+    *seq = op->seq;
+    *n_layers = op->n_layers;
+    *layers = NULL;
+    if (op->n_layers) {
+        *layers = xmalloc(op->n_layers * sizeof **layers);
+        memcpy(*layers, op->layers, op->n_layers * sizeof **layers);
+    }
+    int rc = 1;
+    if (op->finished) {
+        rc = op->rc < 0 ? -1 : 0;
+        if (rc < 0 && err)
+            *err = op->err;
+        if (rc == 0 && info) {
+            info->ref = xstrdup(op->info.ref);
+            info->id = xstrdup(op->info.id);
+            info->manifest_digest = xstrdup(op->info.manifest_digest);
+            info->size = op->info.size;
+            info->n_layers = op->info.n_layers;
+            info->created = xstrdup(op->info.created);
+            info->architecture = xstrdup(op->info.architecture);
+            info->os = xstrdup(op->info.os);
+            info->pulled_ms = op->info.pulled_ms;
+            info->rootfs = xstrdup(op->info.rootfs);
+        }
+    }
+    pthread_mutex_unlock(&op->mu);
+    return rc;
+}
+
+/* ---- the image config of a rootfs ---- */
+
+typedef struct {
+    const char *manifest;
+    char *id;
+} find_id_t;
+
+static int find_id(void *cls, json_t *rec, const char *path)
+{
+    find_id_t *f = cls;
+    if (!f->id && !strcmp(jstr(rec, "manifest"), f->manifest) && sbx_oci_digest_valid(jstr(rec, "id")))
+        f->id = xstrdup(jstr(rec, "id"));
+    return 0;
+}
+
+void sbx_image_config_release(sbx_image_config_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_env; i++)
+        free(c->env[i]);
+    free(c->env);
+    free(c->workdir);
+    free(c->user);
+    memset(c, 0, sizeof *c);
+}
+
+int sbx_image_config(sbx_image_store_t *st, const char *rootfs, sbx_image_config_t *out, sbx_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    _cleanup_free_ char *prefix = xasprintf("%s/oci/rootfs/", sbx_image_store_dir(st));
+    size_t pl = strlen(prefix);
+    if (!rootfs || strncmp(rootfs, prefix, pl))
+        return 0; /* a preset or a local directory: no image config */
+    _cleanup_free_ char *manifest = xasprintf("sha256:%s", rootfs + pl);
+    if (!sbx_oci_digest_valid(manifest))
+        return 0;
+    find_id_t f = {manifest, NULL};
+    each_record(st, find_id, &f);
+    if (!f.id)
+        return 0;
+    _cleanup_free_ char *blobs = oci_path(st, "blobs");
+    json_t *cfg = read_config(blobs, f.id);
+    free(f.id);
+    json_t *c = json_object_get(cfg, "config");
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(c, "Env"), i, v)
+    {
+        const char *kv = json_string_value(v);
+        if (!kv || !strchr(kv, '=') || kv[0] == '=')
+            continue;
+        out->env = xrealloc(out->env, (out->n_env + 2) * sizeof *out->env);
+        out->env[out->n_env++] = xstrdup(kv);
+        out->env[out->n_env] = NULL;
+    }
+    const char *wd = jstr(c, "WorkingDir");
+    if (wd[0] == '/' && strlen(wd) <= 1024)
+        out->workdir = xstrdup(wd);
+    if (*jstr(c, "User"))
+        out->user = xstrdup(jstr(c, "User"));
+    json_decref(cfg);
+    return 0;
 }

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.path.join(ROOT, os.environ.get("SANDBOXD_BUILD_DIR", "build"))  # e.g. build-asan
 SANDBOXD = os.path.join(BUILD, "sandboxd")
 CLI = os.path.join(BUILD, "sandbox")
 

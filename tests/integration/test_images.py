@@ -6,6 +6,8 @@ import http.server
 import io
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
@@ -19,7 +21,7 @@ import uuid
 
 import pytest
 
-from conftest import free_port, make_busybox_rootfs
+from conftest import CLI, free_port, make_busybox_rootfs
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 if not os.path.exists(REGISTRY_BIN):
@@ -63,10 +65,12 @@ def busybox_layer():
 
 
 class Image:
-    def __init__(self, layers, arch="amd64"):
+    def __init__(self, layers, arch="amd64", config=None):
         self.layers = layers
+        diff_ids = [sha(gzip.decompress(l)) for l in layers]
         self.config = json.dumps({"architecture": arch, "os": "linux", "created": "2024-01-02T03:04:05Z",
-                                  "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}).encode()
+                                  "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                                  "config": config or {}}).encode()
         self.manifest = json.dumps({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(self.config),
@@ -484,3 +488,262 @@ def test_cli_image_commands(registry, bb_layer, make_daemon):
     r = d.cli("image", "rm", ref)
     assert r.returncode == 0, r
     assert ref.encode() not in d.cli("image", "ls").stdout
+
+
+# ---- image config applied to sandboxes ----
+
+def test_image_env_and_workdir_apply_to_sandboxes(registry, bb_layer, make_daemon):
+    cfg = {"Env": ["PATH=/opt/img/bin:/bin:/usr/bin", "GREETING=hello", "FOO=from-image"],
+           "WorkingDir": "/srv/app", "User": "65534", "Entrypoint": ["/bin/false"]}
+    ref = registry.push("tests/config", "1", Image([bb_layer], config=cfg))
+    d = image_daemon(make_daemon, [registry.host], [ref])
+    sid = d.create(ref, env={"FOO": "from-request"})
+    out = sh(d, sid, "echo $GREETING $FOO $PATH; pwd; id -u")["stdout"]
+    assert out == "hello from-request /opt/img/bin:/bin:/usr/bin\n/srv/app\n0\n", out
+    sid2 = d.create(ref, workdir="/tmp")
+    assert sh(d, sid2, "pwd")["stdout"] == "/tmp\n"
+    # Images without a config keep the daemon's defaults.
+    sid3 = d.create("busybox")
+    assert sh(d, sid3, "pwd; echo ${GREETING:-unset}")["stdout"] == "/workspace\nunset\n"
+
+
+# ---- pull progress ----
+
+def test_pull_progress_stream_reports_every_layer(registry, bb_layer, make_daemon):
+    big = tar_layer(lambda tf: add_file(tf, "big.bin", os.urandom(3 << 20)))
+    small = tar_layer(lambda tf: add_file(tf, "small.txt", b"small"))
+    img = Image([bb_layer, big, small])
+    ref = registry.push("tests/progress", "1", img)
+    d = image_daemon(make_daemon, [registry.host], [ref])
+    r = d.request("POST", "/sandbox/images/pull?progress=true", {"image": ref})
+    assert r.status == 200 and r.headers["Content-Type"] == "application/x-ndjson", r
+    lines = [json.loads(l) for l in r.raw.splitlines()]
+    final = lines[-1]
+    assert final["status"] == "ready" and final["digest"] == sha(img.manifest) and final["layers"] == 3, final
+    seen = {}
+    for l in lines[:-1]:
+        assert set(l) == {"layer", "index", "count", "done", "total"} and l["count"] == 3, l
+        seen[l["layer"]] = l
+    assert set(seen) == {sha(x) for x in img.layers}
+    assert all(v["done"] == v["total"] == len(img.layers[v["index"]]) for v in seen.values()), seen
+    # Several progress lines for the 3 MiB layer: it is reported as it arrives.
+    assert sum(1 for l in lines if l.get("layer") == sha(big)) >= 2
+    # Errors end the stream with an error line; the plain pull still answers JSON.
+    r = d.request("POST", "/sandbox/images/pull?progress=true", {"image": f"{registry.host}/tests/absent:1"})
+    assert r.status == 200 and json.loads(r.raw.splitlines()[-1])["code"] == "S102", r
+    assert pull(d, ref).json["digest"] == sha(img.manifest)
+
+
+def run_on_terminal(args, env, timeout=120):
+    """Runs args with stderr on a pseudo-terminal; returns (rc, stdout, terminal output)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    term = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk and p.poll() is not None:
+                break
+            term += chunk
+        elif p.poll() is not None:
+            break
+    out = p.stdout.read()
+    p.wait(10)
+    os.close(master)
+    return p.returncode, out, term
+
+
+def test_cli_pull_draws_bars_on_a_terminal_and_is_quiet_in_pipes(registry, bb_layer, make_daemon):
+    layers = [bb_layer, tar_layer(lambda tf: add_file(tf, "a.bin", os.urandom(1 << 20))),
+              tar_layer(lambda tf: add_file(tf, "b.txt", b"b"))]
+    img = Image(layers)
+    ref = registry.push("tests/bars", "1", img)
+    d = image_daemon(make_daemon, [registry.host], [ref])
+    env = dict(os.environ, SANDBOXD_URL=d.url)
+    rc, out, term = run_on_terminal([CLI, "image", "pull", ref], env)
+    assert rc == 0, term
+    assert out.decode() == sha(img.manifest) + "\n"
+    text = term.decode(errors="replace")
+    for l in layers:
+        assert hashlib.sha256(l).hexdigest()[:12] in text, text
+    assert "\x1b[" in text and "done" in text and "3 layers" in text, text
+    d.cli("image", "rm", ref)
+    r = d.cli("image", "pull", ref)
+    assert r.returncode == 0 and r.stdout.decode() == sha(img.manifest) + "\n" and r.stderr == b"", r
+
+
+# ---- import ----
+
+def write_layout(path, img, annotations=None, corrupt=None):
+    """An OCI image layout directory for img; corrupt=i alters layer i's bytes in place."""
+    os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
+    for i, b in enumerate(img.blobs() + [img.manifest]):
+        data = b
+        if corrupt is not None and b is img.layers[corrupt]:
+            data = b[:-4] + b"XXXX"
+        with open(os.path.join(path, "blobs", "sha256", hashlib.sha256(b).hexdigest()), "wb") as f:
+            f.write(data)
+    desc = {"mediaType": OCI_MANIFEST, "digest": sha(img.manifest), "size": len(img.manifest)}
+    if annotations:
+        desc["annotations"] = annotations
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]}, f)
+    with open(os.path.join(path, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    return path
+
+
+def tar_dir(path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(path, arcname=".")
+    return buf.getvalue()
+
+
+def docker_archive(layers, repo_tag, config=None, bad_diff_id=False):
+    """A `docker save` tarball: manifest.json, the config, one dir per layer; a repeated
+    layer is a symlink to the first copy, as docker writes it."""
+    diff_ids = [sha(l) for l in layers]
+    if bad_diff_id:
+        diff_ids[0] = sha(b"something else")
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": config or {},
+                      "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+    buf = io.BytesIO()
+    paths, first = [], {}
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        add_file(tf, cfg_name, cfg)
+        for i, l in enumerate(layers):
+            d = f"{i:02d}" + hashlib.sha256(l).hexdigest()[:20]
+            add_special(tf, d, tarfile.DIRTYPE)
+            if sha(l) in first:
+                add_special(tf, f"{d}/layer.tar", tarfile.SYMTYPE, f"../{first[sha(l)]}/layer.tar")
+            else:
+                add_file(tf, f"{d}/layer.tar", l)
+                first[sha(l)] = d
+            paths.append(f"{d}/layer.tar")
+        manifest = [{"Config": cfg_name, "RepoTags": [repo_tag], "Layers": paths}]
+        add_file(tf, "manifest.json", json.dumps(manifest).encode())
+    return buf.getvalue()
+
+
+def import_http(d, data, name=None):
+    q = "?name=" + urllib.request.quote(name, safe="") if name else ""
+    return d.request("POST", "/sandbox/images/import" + q, raw=data,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=120)
+
+
+def test_import_oci_layout_directory_and_tarball_via_cli(bb_layer, make_daemon, tmp_path):
+    marker = tar_layer(lambda tf: add_file(tf, "marker.txt", b"from-layout"))
+    img = Image([bb_layer, marker], config={"WorkingDir": "/srv", "Env": ["FROM_LAYOUT=1"]})
+    layout = write_layout(str(tmp_path / "layout"), img,
+                          {"org.opencontainers.image.ref.name": "localhost:5000/layout/app:1"})
+    named = "127.0.0.1:5999/imported/app:7"
+    d = image_daemon(make_daemon, [], ["localhost:5000/layout/app:1", named], auto_install=False)
+    # A directory: the CLI packs it on the fly, under the name the layout gives.
+    r = d.cli("image", "import", layout)
+    assert r.returncode == 0 and r.stdout.decode() == sha(img.manifest) + "\n", r
+    sid = d.create("localhost:5000/layout/app:1")
+    assert sh(d, sid, "cat /marker.txt; pwd; echo $FROM_LAYOUT")["stdout"] == "from-layout/srv\n1\n"
+    # A tarball of the same layout, sent as is, under a name given on the command line.
+    tarball = tmp_path / "layout.tar"
+    tarball.write_bytes(tar_dir(layout))
+    r = d.cli("image", "import", str(tarball), "--name", named)
+    assert r.returncode == 0, r
+    info = json.loads(d.cli("image", "inspect", named).stdout)
+    assert info["digest"] == sha(img.manifest) and info["layers"] == 2 and info["id"] == sha(img.config)
+    sid2 = d.create(named)
+    assert sh(d, sid2, "cat /marker.txt")["stdout"] == "from-layout"
+    # A layout that does not name its image needs --name.
+    bare = write_layout(str(tmp_path / "bare"), img)
+    r = d.cli("image", "import", bare)
+    assert r.returncode == 1 and b"give it a name" in r.stderr, r
+
+
+def test_import_docker_save_tarball_via_http(bb_layer, make_daemon):
+    base = gzip.decompress(bb_layer)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        add_file(tf, "etc/motd", b"docker-archive\n")
+    extra = buf.getvalue()
+    data = docker_archive([base, extra, base], "dsave:1", {"Env": ["A=from-image", "B=b"], "WorkingDir": "/app"})
+    d = image_daemon(make_daemon, [], ["dsave:1"], auto_install=False)
+    r = import_http(d, data)
+    assert r.status == 200 and r.json["image"] == "docker.io/library/dsave:1" and r.json["layers"] == 3, r
+    assert any(i["image"] == "docker.io/library/dsave:1" for i in d.request("GET", "/sandbox/images").json["images"])
+    sid = d.create("dsave:1", env={"B": "request"})
+    out = sh(d, sid, "cat /etc/motd; pwd; echo $A $B; ls /bin/busybox")["stdout"]
+    assert out == "docker-archive\n/app\nfrom-image request\n/bin/busybox\n", out
+    # gzip-compressed tarballs are accepted too; importing again is idempotent.
+    r = import_http(d, gzip.compress(data), name="dsave:1")
+    assert r.status == 200, r
+
+
+def test_import_rejects_digest_mismatch(bb_layer, make_daemon, tmp_path):
+    d = image_daemon(make_daemon, [], ["bad:1"])
+    img = Image([bb_layer])
+    bad = write_layout(str(tmp_path / "bad"), img, corrupt=0)
+    r = import_http(d, tar_dir(bad), name="bad:1")
+    assert r.status == 400 and r.json["code"] == "S001" and "does not match its digest" in r.json["error"], r
+    r = d.cli("image", "import", bad, "--name", "bad:1")
+    assert r.returncode == 1 and b"does not match its digest" in r.stderr, r
+    r = import_http(d, docker_archive([gzip.decompress(bb_layer)], "bad:1", bad_diff_id=True))
+    assert r.status == 400 and "does not match its digest" in r.json["error"], r
+    r = import_http(d, b"this is not a tar archive at all" * 100, name="bad:1")
+    assert r.status == 400 and r.json["code"] == "S001", r
+    assert d.request("GET", "/sandbox/images").json["images"] == []
+    # Nothing of the refused imports stays in the store's temporary directory.
+    assert os.listdir(os.path.join(d.state_dir, "images", "oci", "tmp")) == []
+
+
+def test_import_rejects_malicious_paths(bb_layer, make_daemon, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    d = image_daemon(make_daemon, [], ["evil:1"])
+    img = Image([bb_layer])
+    layout = write_layout(str(tmp_path / "layout"), img)
+
+    def outer(extra):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            tf.add(layout, arcname=".")
+            extra(tf)
+        return buf.getvalue()
+
+    # The archive itself: `..` and absolute paths, links leaving it.
+    for extra, why in [
+        (lambda tf: add_file(tf, f"../../../../tmp/import-dotdot-{tag}", b"x"), "unsafe path"),
+        (lambda tf: add_file(tf, f"/tmp/import-abs-{tag}", b"x"), "unsafe path"),
+        (lambda tf: add_special(tf, "escape", tarfile.SYMTYPE, str(host_dir)), "symlink leaving"),
+        (lambda tf: add_special(tf, "up", tarfile.SYMTYPE, "../../.."), "symlink leaving"),
+        (lambda tf: add_special(tf, "hard", tarfile.LNKTYPE, "../../etc/shadow"), "unsafe hardlink"),
+    ]:
+        r = import_http(d, outer(extra), name="evil:1")
+        assert r.status == 400 and why in r.json["error"], r
+    assert not os.path.exists(f"/tmp/import-dotdot-{tag}") and not os.path.exists(f"/tmp/import-abs-{tag}")
+    assert d.request("GET", "/sandbox/images").json["images"] == []
+
+    # A layer that tries to escape is unpacked with the pull's safety: nothing lands outside.
+    def evil(tf):
+        add_file(tf, f"../../../../tmp/layer-dotdot-{tag}", b"escaped")
+        add_file(tf, f"/tmp/layer-abs-{tag}", b"escaped")
+        add_special(tf, "evil", tarfile.SYMTYPE, str(host_dir))
+        add_file(tf, "evil/pwned", b"escaped")
+        add_special(tf, "shadow", tarfile.LNKTYPE, "/etc/shadow")
+        add_file(tf, "ok.txt", b"fine")
+
+    img2 = Image([bb_layer, tar_layer(evil)])
+    layout2 = write_layout(str(tmp_path / "layout2"), img2)
+    r = d.cli("image", "import", layout2, "--name", "evil:1")
+    assert r.returncode == 0, r
+    for p in (f"/tmp/layer-dotdot-{tag}", f"/tmp/layer-abs-{tag}", str(host_dir / "pwned")):
+        assert not os.path.exists(p), p
+    sid = d.create("evil:1")
+    assert sh(d, sid, "cat /ok.txt; ls /shadow 2>&1; true")["stdout"].startswith("fine")

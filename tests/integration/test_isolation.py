@@ -119,7 +119,9 @@ def test_loopback_only_network(daemon, sandbox):
     j = sh(daemon, sandbox, f"wget -q -T 2 -O - http://127.0.0.1:{daemon.port}/health", timeout=10)
     assert j["exit_code"] != 0 and "healthy" not in j["stdout"]
     # Loopback inside works.
-    j = sh(daemon, sandbox, "(nc -l -p 9000 > /tmp/got &) ; sleep 0.3; echo ping | nc 127.0.0.1 9000; sleep 0.2; cat /tmp/got")
+    j = sh(daemon, sandbox, "(nc -l -p 9000 > /tmp/got &); "
+                            "for i in $(seq 1 50); do echo ping | nc 127.0.0.1 9000 && break; sleep 0.1; done; "
+                            "for i in $(seq 1 50); do grep -q ping /tmp/got && break; sleep 0.1; done; cat /tmp/got")
     assert "ping" in j["stdout"]
 
 
