@@ -47,8 +47,8 @@ static void host_file(int argc, char **argv)
 static void kcore(int argc, char **argv)
 {
     (void)argc, (void)argv;
-    const char *files[] = {"/proc/kcore", "/proc/kallsyms", "/proc/keys", "/proc/timer_list", "/dev/mem",
-                           "/dev/kmem", "/dev/port", "/proc/kmsg"};
+    const char *files[] = {"/proc/kcore", "/proc/kallsyms", "/proc/keys", "/proc/timer_list",
+                           "/dev/mem",    "/dev/kmem",      "/dev/port",  "/proc/kmsg"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char buf[64], name[64];
         snprintf(name, sizeof name, "read %s", files[i]);
@@ -96,8 +96,8 @@ static void sysfs(int argc, char **argv)
 {
     (void)argc, (void)argv;
     write_file("write /sys/kernel/uevent_helper", "/sys/kernel/uevent_helper", "/tmp/x");
-    write_file("write /sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/transparent_hugepage/enabled",
-               "never");
+    write_file("write /sys/kernel/mm/transparent_hugepage/enabled",
+               "/sys/kernel/mm/transparent_hugepage/enabled", "never");
     write_file("write /sys/power/state", "/sys/power/state", "bogus");
     write_file("write /sys/class/net/lo/mtu", "/sys/class/net/lo/mtu", "1500");
     EXPECT_FAIL("create in /sys", open("/sys/sbx", O_WRONLY | O_CREAT, 0644));
@@ -108,9 +108,12 @@ static void sysfs(int argc, char **argv)
 static void release_agent(int argc, char **argv)
 {
     (void)argc, (void)argv;
-    const char *paths[] = {"/sys/fs/cgroup/release_agent",          "/sys/fs/cgroup/memory/release_agent",
-                           "/sys/fs/cgroup/rdma/release_agent",     "/sys/fs/cgroup/pids/release_agent",
-                           "/sys/fs/cgroup/memory/notify_on_release", "/sys/fs/cgroup/notify_on_release"};
+    const char *paths[] = {"/sys/fs/cgroup/release_agent",
+                           "/sys/fs/cgroup/memory/release_agent",
+                           "/sys/fs/cgroup/rdma/release_agent",
+                           "/sys/fs/cgroup/pids/release_agent",
+                           "/sys/fs/cgroup/memory/notify_on_release",
+                           "/sys/fs/cgroup/notify_on_release"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char name[96];
         snprintf(name, sizeof name, "write %s", paths[i]);
@@ -126,8 +129,13 @@ static void release_agent(int argc, char **argv)
 }
 
 static const struct attack attacks[] = {
-    {"host_file", host_file}, {"kcore", kcore}, {"sysrq", sysrq},
-    {"core_pattern", core_pattern}, {"sysfs", sysfs}, {"release_agent", release_agent}, {NULL, NULL},
+    {"host_file", host_file},
+    {"kcore", kcore},
+    {"sysrq", sysrq},
+    {"core_pattern", core_pattern},
+    {"sysfs", sysfs},
+    {"release_agent", release_agent},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)

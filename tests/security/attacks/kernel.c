@@ -26,7 +26,8 @@ static void machine(int argc, char **argv)
     EXPECT_DENIED("finit_module", syscall(SYS_finit_module, fd, "", 0));
     close(fd);
     EXPECT_DENIED("delete_module", syscall(SYS_delete_module, "sbx_no_such_module", O_NONBLOCK));
-    EXPECT_DENIED("reboot", syscall(SYS_reboot, 0xfee1dead, 672274793, 0x89abcdef /* CAD_ON: harmless */, NULL));
+    EXPECT_DENIED("reboot",
+                  syscall(SYS_reboot, 0xfee1dead, 672274793, 0x89abcdef /* CAD_ON: harmless */, NULL));
     EXPECT_DENIED("swapoff", syscall(SYS_swapoff, "/dev/null"));
     /* Sets the clock to what it already is: harmless should the call ever be allowed. */
     struct timespec now;
@@ -115,7 +116,7 @@ static void shocker(int argc, char **argv)
     int mnt;
     out.fh.handle_bytes = 128;
     EXPECT_DENIED("name_to_handle_at /bin/busybox",
-                syscall(SYS_name_to_handle_at, AT_FDCWD, "/bin/busybox", &out.fh, &mnt, 0));
+                  syscall(SYS_name_to_handle_at, AT_FDCWD, "/bin/busybox", &out.fh, &mnt, 0));
 }
 
 static const struct attack attacks[] = {

@@ -69,11 +69,13 @@ static void new_api(int argc, char **argv)
     EXPECT_DENIED("open_tree clone /", syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | AT_RECURSIVE));
     EXPECT_DENIED("open_tree clone /proc", syscall(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE));
     int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_PATH);
-    EXPECT_DENIED("move_mount /proc", syscall(SYS_move_mount, fd, "", AT_FDCWD, "/tmp", MOVE_MOUNT_F_EMPTY_PATH));
+    EXPECT_DENIED("move_mount /proc",
+                  syscall(SYS_move_mount, fd, "", AT_FDCWD, "/tmp", MOVE_MOUNT_F_EMPTY_PATH));
     struct mount_attr attr = {.attr_clr = MOUNT_ATTR_RDONLY};
     EXPECT_DENIED("mount_setattr /proc/sys rw",
-                syscall(SYS_mount_setattr, AT_FDCWD, "/proc/sys", 0, &attr, sizeof attr));
-    EXPECT_DENIED("mount_setattr /sys rw", syscall(SYS_mount_setattr, AT_FDCWD, "/sys", 0, &attr, sizeof attr));
+                  syscall(SYS_mount_setattr, AT_FDCWD, "/proc/sys", 0, &attr, sizeof attr));
+    EXPECT_DENIED("mount_setattr /sys rw",
+                  syscall(SYS_mount_setattr, AT_FDCWD, "/sys", 0, &attr, sizeof attr));
 }
 
 static const struct attack attacks[] = {

@@ -17,8 +17,8 @@ static const struct {
     const char *name;
     int flag;
 } ns_flags[] = {
-    {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},     {"pid", CLONE_NEWPID},       {"net", CLONE_NEWNET},
-    {"uts", CLONE_NEWUTS},   {"ipc", CLONE_NEWIPC},    {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
+    {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},  {"pid", CLONE_NEWPID},       {"net", CLONE_NEWNET},
+    {"uts", CLONE_NEWUTS},   {"ipc", CLONE_NEWIPC}, {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
 };
 
 static int child_fn(void *arg)
@@ -109,7 +109,10 @@ static void do_setns(int argc, char **argv)
 }
 
 static const struct attack attacks[] = {
-    {"unshare", do_unshare}, {"nested_userns", nested_userns}, {"setns", do_setns}, {NULL, NULL},
+    {"unshare", do_unshare},
+    {"nested_userns", nested_userns},
+    {"setns", do_setns},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)

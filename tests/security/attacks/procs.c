@@ -142,8 +142,9 @@ static void list_fds(int argc, char **argv)
 }
 
 static const struct attack attacks[] = {
-    {"ptrace_agent", ptrace_agent},   {"ptrace_sibling", ptrace_sibling}, {"kill_agent", kill_agent},
-    {"overwrite_agent", overwrite_agent}, {"list_fds", list_fds},         {NULL, NULL},
+    {"ptrace_agent", ptrace_agent}, {"ptrace_sibling", ptrace_sibling},
+    {"kill_agent", kill_agent},     {"overwrite_agent", overwrite_agent},
+    {"list_fds", list_fds},         {NULL, NULL},
 };
 
 int main(int argc, char **argv)
