@@ -283,6 +283,32 @@ def image_scenarios(quick):
     return out
 
 
+def pool_scenarios(rootfs, rounds):
+    """create -> exec true -> delete when the create is served from the warm pool: a daemon
+    with pool_size 4, rounds spaced so the pool refills between them (the pause is not
+    timed)."""
+    d = Daemon(rootfs, config={"pool_size": 4, "pool_images": ["busybox"]}).start()
+    out = {"lifecycle_ms": [], "create_ms": [], "served": 0}
+    try:
+        c = Client(d.port)
+        deadline = time.monotonic() + 30
+        while c.call("GET", "/sandbox/pool/status")["total"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            sid = c.call("POST", "/sandbox/sandboxes", {"image": "busybox"})["id"]
+            t1 = time.perf_counter()
+            c.call("POST", f"/sandbox/sandboxes/{sid}/exec", {"cmd": "true"})
+            c.call("DELETE", f"/sandbox/sandboxes/{sid}")
+            out["lifecycle_ms"].append((time.perf_counter() - t0) * 1000)
+            out["create_ms"].append((t1 - t0) * 1000)
+            time.sleep(0.03)
+        out["served"] = d.read_log().count("created from the warm pool")
+    finally:
+        d.cleanup()
+    return out
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -389,6 +415,7 @@ def main():
         extra = stream_scenarios(d, live, rounds)
         extra["images"] = None if args.no_images else image_scenarios(args.quick)
         extra["files"] = file_scenarios(d, rounds)
+        extra["pool"] = pool_scenarios(rootfs, rounds)
         c.call("DELETE", f"/sandbox/sandboxes/{live}")
         sb.finish()
         rss_kb = 0
@@ -437,6 +464,9 @@ def main():
           f"p99 {pct(fs['small_rt_ms'], 99):.2f} ms")
     if extra["images"]:
         print_images(extra["images"])
+    pl = extra["pool"]
+    print(f"from the warm pool: create -> exec -> delete p50 {pct(pl['lifecycle_ms'], 50):.2f} ms, "
+          f"create alone p50 {pct(pl['create_ms'], 50):.2f} ms ({pl['served']}/{len(pl['lifecycle_ms'])} from the pool)")
     print(f"daemon RSS after the run: {rss_kb / 1024:.1f} MiB")
     sb_term, sb_md = sb.report(samples)
     print("\n".join(sb_term))
@@ -452,6 +482,8 @@ def main():
         missing.append("streams")
     if not extra["files"]["small_rt_ms"] or len(extra["files"]["write_mb_s"]) < 2:
         missing.append("files")
+    if not extra["pool"]["lifecycle_ms"] or not extra["pool"]["served"]:
+        missing.append("warm pool")
     missing += sb.missing()
     if missing:
         print(f"scenarios without numbers: {missing}", file=sys.stderr)
@@ -490,6 +522,11 @@ def main():
                      f"{fs['write_mb_s'][mib]:.0f} / {fs['read_mb_s'][mib]:.0f} MB/s |")
     lines += [f"| 4 KiB file write + read round trip (raw routes, keep-alive) p50 / p99 | "
               f"{pct(fs['small_rt_ms'], 50):.2f} / {pct(fs['small_rt_ms'], 99):.2f} ms |", ""]
+    pl = extra["pool"]
+    lines.append(f"| create -> exec `true` -> delete from the warm pool (pool_size 4) p50 / p99 | "
+                 f"{pct(pl['lifecycle_ms'], 50):.2f} / {pct(pl['lifecycle_ms'], 99):.2f} ms "
+                 f"(create alone p50 {pct(pl['create_ms'], 50):.2f} ms; {pl['served']} of "
+                 f"{len(pl['lifecycle_ms'])} served from the pool) |")
     lines += image_lines(extra["images"])
     lines += ["", f"Daemon RSS after the run: {rss_kb / 1024:.1f} MiB.", ""]
     lines += sb_md

@@ -242,6 +242,19 @@ static int h_image(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, s
     return 0;
 }
 
+/* The warm pool, as the reference's pool/status route computes it (total, ready,
+ * by_profile; a profile is an image here). */
+static int h_pool_status(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
+{
+    int total = 0;
+    json_t *by = NULL;
+    if (sbx_core_pool_status(sbx_api_core(api), &total, &by) < 0)
+        return -1;
+    resp->json = json_pack("{s:i, s:i, s:o, s:I}", "total", total, "ready", total, "by_profile", by, "size",
+                           (json_int_t)sbx_core_config(sbx_api_core(api))->pool_size);
+    return 0;
+}
+
 static int h_metrics(sbx_api_t *api, sbx_http_req_t *req, sbx_http_resp_t *resp, sbx_err_t *err)
 {
     sbx_core_metrics_t m;
@@ -263,5 +276,6 @@ static const sbx_route_t sbx_rest_routes[] = {
     {"DELETE", "/{prefix}/sandboxes/:id", h_delete, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/images/:name", h_image, false, SBX_DIALECT_REST},
     {"GET", "/{prefix}/metrics", h_metrics, false, SBX_DIALECT_REST},
+    {"GET", "/{prefix}/pool/status", h_pool_status, false, SBX_DIALECT_REST},
 };
 const sbx_route_table_t sbx_rest_table = {sbx_rest_routes, SBX_ARRAY_LEN(sbx_rest_routes)};

@@ -67,6 +67,8 @@ typedef struct sbx_backend {
      * restarted daemon can clean up what a crashed one left. */
     int (*destroy)(const char *id, const sbx_sandbox_rt_t *rt, sbx_err_t *err);
     int (*stats)(const char *id, sbx_sandbox_stats_t *out, sbx_err_t *err);
+    /* Applies spec's memory_mb, cpus and pids_max to a running sandbox. */
+    int (*update)(const char *id, const sbx_sandbox_spec_t *spec, sbx_err_t *err);
     /* Lists the ids of sandboxes that have host resources (directories, cgroups), so the
      * daemon can clean up those it has no record of.  Returns count, *ids heap array. */
     int (*list_leftovers)(char ***ids, sbx_err_t *err);

@@ -120,6 +120,7 @@ void sbx_config_release(sbx_config_t *cfg)
     free(cfg->api_prefix);
     free(cfg->auth_token);
     strv_free(cfg->image_allowlist, cfg->n_image_allowlist);
+    strv_free(cfg->pool_images, cfg->n_pool_images);
     custom_images_free(cfg->custom_images, cfg->n_custom_images);
     caps_free(cfg->per_image_caps, cfg->n_per_image_caps);
     strv_free(cfg->allowed_images, cfg->n_allowed_images);
@@ -223,7 +224,7 @@ static bool is_preset(const char *name)
     return false;
 }
 
-static int set_allowlist(yctx_t *y, const char *key, const yaml_node_t *n)
+static int set_strlist(yctx_t *y, const char *key, const yaml_node_t *n, char ***dst, size_t *ndst)
 {
     if (n->type != YAML_SEQUENCE_NODE)
         return yfail(y, n, "'%s' must be a list of strings, not %s", key, node_kind(n));
@@ -237,9 +238,9 @@ static int set_allowlist(yctx_t *y, const char *key, const yaml_node_t *n)
         }
         strv_push(&v, &cnt, scalar(e));
     }
-    strv_free(y->cfg->image_allowlist, y->cfg->n_image_allowlist);
-    y->cfg->image_allowlist = v;
-    y->cfg->n_image_allowlist = cnt;
+    strv_free(*dst, *ndst);
+    *dst = v;
+    *ndst = cnt;
     return 0;
 }
 
@@ -381,7 +382,13 @@ static int apply_key(yctx_t *y, const char *key, const yaml_node_t *k, const yam
     if (IS("auto_install"))
         return get_bool(y, key, v, &c->auto_install);
     if (IS("image_allowlist"))
-        return set_allowlist(y, key, v);
+        return set_strlist(y, key, v, &c->image_allowlist, &c->n_image_allowlist);
+    if (IS("pool_images")) {
+        c->pool_images_set = true;
+        return set_strlist(y, key, v, &c->pool_images, &c->n_pool_images);
+    }
+    if (IS("pool_size"))
+        return get_nonneg_int(y, key, v, &c->pool_size);
     if (IS("default_idle_timeout_secs"))
         return get_nonneg_int(y, key, v, &c->default_idle_timeout_secs);
     if (IS("max_concurrent_sandboxes"))
@@ -669,6 +676,13 @@ static int apply_env_var(sbx_config_t *cfg, const char *name, const char *val, s
         return env_pos_int(name, val, &cfg->default_memory_mb, err);
     if (IS("III_MAX_CMD_TIMEOUT"))
         return env_pos_int(name, val, &cfg->max_cmd_timeout_secs, err);
+    if (IS("III_POOL_SIZE")) {
+        int64_t n;
+        if (sbx_parse_i64(val, &n) < 0 || n < 0 || n > 1000)
+            return env_bad(err, name, val, "expected a whole number from 0 to 1000");
+        cfg->pool_size = n;
+        return 0;
+    }
     if (IS("III_DEFAULT_CPU")) {
         double d;
         if (sbx_parse_double(val, &d) < 0 || !(d > 0))
@@ -725,7 +739,8 @@ static const char usage_text[] =
     "  III_DEFAULT_CPU      CPU limit in cores (1)\n"
     "  III_ALLOWED_IMAGES   comma-separated image patterns: *, prefix*, name (*)\n"
     "  III_WORKSPACE_DIR    working directory inside sandboxes (/workspace)\n"
-    "  III_MAX_CMD_TIMEOUT  max command timeout in seconds (300)\n";
+    "  III_MAX_CMD_TIMEOUT  max command timeout in seconds (300)\n"
+    "  III_POOL_SIZE        warm sandboxes kept ready per pooled image (0)\n";
 
 typedef struct {
     const char *config, *listen, *state_dir, *agent;

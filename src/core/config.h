@@ -65,8 +65,12 @@ typedef struct {
     int64_t log_quota_mb;              /* 1024: exec logs kept on disk per sandbox */
     int64_t function_exec_concurrency; /* 1: execs at once per sandbox via sandbox::exec; 0 = no limit */
     int64_t queue_workers;             /* 4: job queue workers (jobs running at once) */
-    int64_t queue_retry_base_ms;       /* 1000: first retry delay, doubled per retry */
-    bool debug;                        /* --debug: debug logging */
+    int64_t pool_size;                 /* 0: warm sandboxes kept ready per pooled image (III_POOL_SIZE) */
+    char **pool_images;                /* images to keep warm; default: the image_allowlist */
+    size_t n_pool_images;
+    bool pool_images_set;
+    int64_t queue_retry_base_ms; /* 1000: first retry delay, doubled per retry */
+    bool debug;                  /* --debug: debug logging */
 } sbx_config_t;
 
 /* Fills cfg with the embedded defaults. */

@@ -9,6 +9,7 @@
 #ifndef SBX_CORE_CORE_H
 #define SBX_CORE_CORE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -108,6 +109,10 @@ typedef struct {
 int sbx_core_exec(sbx_core_t *core, const char *id, const sbx_exec_params_t *p, sbx_exec_result_t *res,
                   sbx_err_t *err);
 void sbx_exec_result_release(sbx_exec_result_t *res);
+
+/* The warm pool: how many warm sandboxes are ready, in all and per image (a JSON object
+ * image → count; caller decrefs). */
+int sbx_core_pool_status(sbx_core_t *core, int *total, json_t **by_image);
 
 /* Counters for /metrics. */
 typedef struct {

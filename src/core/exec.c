@@ -14,10 +14,14 @@ int core_exec_begin(sbx_core_t *core, const char *id, const sbx_exec_params_t *p
 {
     pthread_mutex_lock(&core->mu);
     live_t *l = core_find_live(core, id);
+    if (l && l->pooled) {
+        pthread_mutex_unlock(&core->mu);
+        return sbx_fail(err, SBX_E_NOT_FOUND, "S002", "sandbox not found: %s", id);
+    }
     if (!l || l->stopping) {
         pthread_mutex_unlock(&core->mu);
         sbx_sandbox_rec_t rec = {0};
-        if (sbx_store_sandbox_get(core->store, id, &rec, err) < 0)
+        if (sbx_core_get(core, id, &rec, err) < 0)
             return -1;
         sbx_fail(err, SBX_E_CONFLICT, "S004", "sandbox is not running: %s%s%s%s", l ? "stopping" : rec.status,
                  rec.stop_reason ? " (" : "", rec.stop_reason ? rec.stop_reason : "",

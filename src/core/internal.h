@@ -17,6 +17,8 @@ typedef struct live {
     int inflight;       /* execs in progress */
     uint64_t log_bytes; /* bytes of exec logs written for this sandbox since the daemon started */
     bool stopping;      /* a stop is tearing it down */
+    bool pooled;        /* a warm sandbox waiting in the pool, not yet handed to anyone */
+    char *image;        /* the image it runs */
     struct live *next;
 } live_t;
 
@@ -39,7 +41,10 @@ struct sbx_core {
     struct sbx_exec_store *xstore;
     struct exec_ent *execs;
     pthread_cond_t exec_cv;
-    char *log_root;    /* <state_dir>/logs */
+    char *log_root;        /* <state_dir>/logs */
+    pthread_t pool_thread; /* the warm pool's filler (pool.c) */
+    bool pool_started;
+    pthread_cond_t pool_cv;
     int async_deletes; /* background deletes still running (guarded by mu) */
 };
 
@@ -54,6 +59,16 @@ void core_mark_failed(sbx_core_t *core, const char *id, const char *reason);
 int core_exec_begin(sbx_core_t *core, const char *id, const sbx_exec_params_t *p, sbx_sandbox_rt_t *rt,
                     char ***env, char **cwd, sbx_err_t *err);
 void core_exec_end(sbx_core_t *core, const char *id);
+/* The warm pool (pool.c). */
+int core_pool_start(sbx_core_t *core, sbx_err_t *err);
+void core_pool_stop(sbx_core_t *core);
+/* Creates a sandbox for the pool (status "pooled") with the image's defaults. */
+int core_create_pooled(sbx_core_t *core, const char *image, sbx_err_t *err);
+/* Warm sandboxes in the pool (of one image, or all with NULL); the caller holds mu. */
+int core_pool_count(sbx_core_t *core, const char *image);
+/* Hands a pooled sandbox to a create request: 1 done (*out filled), 0 none fits. */
+int core_pool_take(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err);
+
 /* Exec sessions' share of start-up, recovery and sandbox removal (execs.c). */
 int core_execs_init(sbx_core_t *core, sbx_err_t *err);
 void core_execs_recover(sbx_core_t *core);

@@ -40,6 +40,7 @@ static void live_free(live_t *l)
         free(l->env[i]);
     free(l->env);
     free(l->workdir);
+    free(l->image);
     free(l);
 }
 
@@ -105,6 +106,8 @@ static live_t *live_from_rec(const sbx_sandbox_rec_t *rec)
     l->rt.pid_start = (uint64_t)rec->pid_start;
     snprintf(l->rt.sock_path, sizeof l->rt.sock_path, "%s", rec->sock_path ? rec->sock_path : "");
     l->workdir = xstrdup(rec->workdir ? rec->workdir : "/");
+    l->image = xstrdup(rec->image);
+    l->pooled = rec->status && !strcmp(rec->status, "pooled");
     live_load_env(l, rec);
     return l;
 }
@@ -149,6 +152,7 @@ sbx_core_t *sbx_core_new(const sbx_config_t *cfg, sbx_store_t *store, sbx_image_
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&core->reaper_cv, &ca);
+    pthread_cond_init(&core->pool_cv, &ca);
     pthread_condattr_destroy(&ca);
     return core;
 }
@@ -300,7 +304,9 @@ static void apply_image_config(sbx_core_t *core, const sbx_create_req_t *req, sb
     sbx_image_config_release(&ic);
 }
 
-int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err)
+/* Creates a sandbox for a request, or (pooled) a warm one the pool keeps for later. */
+static int create_impl(sbx_core_t *core, const sbx_create_req_t *req, bool pooled, sbx_sandbox_rec_t *out,
+                       sbx_err_t *err)
 {
     const sbx_config_t *cfg = core->cfg;
     if (check_image_name(req->image, err) < 0)
@@ -335,7 +341,7 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
         rc = sbx_fail(err, SBX_E_UNAVAILABLE, NULL, "sandboxd is shutting down");
     else if (sbx_store_sandbox_count_live(core->store, &live, err) < 0)
         rc = -1;
-    else if (live >= cfg->max_concurrent_sandboxes)
+    else if (live + (pooled ? core_pool_count(core, NULL) : 0) >= cfg->max_concurrent_sandboxes)
         rc = sbx_fail(err, SBX_E_LIMIT, "S400", "maximum sandbox limit reached: %lld",
                       (long long)cfg->max_concurrent_sandboxes);
     else if (sbx_store_free_slot(core->store, &slot, err) < 0)
@@ -344,6 +350,8 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
         rc = sbx_fail(err, SBX_E_LIMIT, "S400", "no free host id range for another sandbox");
     else {
         rec.uid_slot = slot;
+        if (pooled)
+            rec_set_str(&rec.status, "pooled");
         rc = sbx_store_sandbox_insert(core->store, &rec, err);
     }
     pthread_mutex_unlock(&core->mu);
@@ -387,7 +395,7 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
     rec.pid = rt.pid;
     rec.pid_start = (int64_t)rt.pid_start;
     rec_set_str(&rec.sock_path, rt.sock_path);
-    rec_set_str(&rec.status, "running");
+    rec_set_str(&rec.status, pooled ? "pooled" : "running");
     int64_t now = sbx_now_ms();
     rec.last_exec_at = now;
     live_t *l = live_from_rec(&rec);
@@ -407,9 +415,13 @@ int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_r
         core->be->destroy(rec.id, &rt, &e2);
         goto fail_record;
     }
-    sbx_store_counter_add(core->store, "totalCreated", 1, NULL);
-    log_info("sandbox %s created (image %s, %g cpus, %lld MiB, pid %d)", rec.id, rec.image, rec.cpus,
-             (long long)rec.memory_mb, (int)rt.pid);
+    if (pooled) {
+        log_debug("sandbox %s warmed for the pool (image %s)", rec.id, rec.image);
+    } else {
+        sbx_store_counter_add(core->store, "totalCreated", 1, NULL);
+        log_info("sandbox %s created (image %s, %g cpus, %lld MiB, pid %d)", rec.id, rec.image, rec.cpus,
+                 (long long)rec.memory_mb, (int)rt.pid);
+    }
     *out = rec;
     return 0;
 
@@ -421,14 +433,192 @@ fail_record : {
 }
 }
 
+int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err)
+{
+    /* A warm sandbox from the pool when one fits; the checks of the normal path (allowlist,
+     * caps, capacity) run there too. */
+    if (core->cfg->pool_size > 0) {
+        int r = core_pool_take(core, req, out, err);
+        if (r != 0)
+            return r > 0 ? 0 : -1;
+    }
+    return create_impl(core, req, false, out, err);
+}
+
+static int stop_live(sbx_core_t *core, const char *id, const char *status, const char *reason, bool remove,
+                     sbx_err_t *err);
+
+int core_pool_count(sbx_core_t *core, const char *image)
+{
+    int n = 0;
+    for (live_t *l = core->live; l; l = l->next)
+        n += l->pooled && !l->stopping && (!image || !strcmp(l->image, image));
+    return n;
+}
+
+/* The create-time env of a warm sandbox (its image's) with the request's on top. */
+static char *merged_env_json(const char *base, const char *over)
+{
+    json_t *b = base ? json_loads(base, 0, NULL) : NULL;
+    json_t *o = over ? json_loads(over, 0, NULL) : NULL;
+    if (!json_is_object(b)) {
+        json_decref(b);
+        b = json_object();
+    }
+    if (json_is_object(o))
+        json_object_update(b, o);
+    char *text = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(b);
+    json_decref(o);
+    return text;
+}
+
+/* Gives a claimed warm sandbox back to the pool (the request goes the normal way). */
+static void unclaim(sbx_core_t *core, const char *id)
+{
+    pthread_mutex_lock(&core->mu);
+    live_t *l = core_find_live(core, id);
+    if (l)
+        l->pooled = true;
+    pthread_mutex_unlock(&core->mu);
+}
+
+int core_pool_take(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err)
+{
+    const sbx_config_t *cfg = core->cfg;
+    if (req->network || !req->image || !sbx_config_image_allowed(cfg, req->image))
+        return 0;
+    /* Claim a warm sandbox of the image whose working directory suits the request. */
+    char id[40] = "";
+    int64_t live = 0;
+    pthread_mutex_lock(&core->mu);
+    if (!core->shutting_down && sbx_store_sandbox_count_live(core->store, &live, NULL) == 0 &&
+        live < cfg->max_concurrent_sandboxes) {
+        for (live_t *l = core->live; l; l = l->next) {
+            if (l->pooled && !l->stopping && !strcmp(l->image, req->image) &&
+                (!req->workdir || !*req->workdir || !strcmp(req->workdir, l->workdir))) {
+                l->pooled = false;
+                snprintf(id, sizeof id, "%s", l->id);
+                break;
+            }
+        }
+    }
+    pthread_cond_broadcast(&core->pool_cv); /* refill */
+    pthread_mutex_unlock(&core->mu);
+    if (!id[0])
+        return 0;
+
+    sbx_sandbox_rec_t fresh = {0}, rec = {0};
+    if (build_record(core, req, &fresh, err) < 0) {
+        sbx_sandbox_rec_release(&fresh);
+        unclaim(core, id);
+        return -1;
+    }
+    if (sbx_store_sandbox_get(core->store, id, &rec, err) < 0) {
+        sbx_sandbox_rec_release(&fresh);
+        return 0;
+    }
+    if (fresh.cpus != rec.cpus || fresh.memory_mb != rec.memory_mb) {
+        sbx_sandbox_spec_t spec = {.id = id,
+                                   .memory_mb = (uint64_t)fresh.memory_mb,
+                                   .cpus = fresh.cpus,
+                                   .pids_max = (uint32_t)rec.pids_max};
+        sbx_err_t e2 = SBX_ERR_INIT;
+        if (!core->be->update || core->be->update(id, &spec, &e2) < 0) {
+            log_warn("sandbox %s: cannot resize a warm sandbox (%s); creating a new one", id, e2.msg);
+            stop_live(core, id, NULL, "resize failed", true, &e2);
+            sbx_sandbox_rec_release(&fresh);
+            sbx_sandbox_rec_release(&rec);
+            return 0;
+        }
+    }
+    /* The request's record, under the warm sandbox's identity (id, uid range, process). */
+    rec_set_str(&rec.name, req->name && *req->name ? req->name : rec.id);
+    rec_set_str(&rec.status, "running");
+    rec.created_at = fresh.created_at;
+    rec.expires_at = fresh.expires_at;
+    rec.last_exec_at = fresh.last_exec_at;
+    rec.timeout_secs = fresh.timeout_secs;
+    rec.idle_timeout_secs = fresh.idle_timeout_secs;
+    rec.cpus = fresh.cpus;
+    rec.memory_mb = fresh.memory_mb;
+    char *env = merged_env_json(rec.env_json, fresh.env_json);
+    free(rec.env_json);
+    rec.env_json = env;
+    rec_set_str(&rec.metadata_json, fresh.metadata_json);
+    json_t *conf = json_loads(fresh.config_json, 0, NULL);
+    json_object_set_new(conf, "workdir", json_string(rec.workdir));
+    if (req->name && *req->name)
+        json_object_set_new(conf, "name", json_string(req->name));
+    free(rec.config_json);
+    rec.config_json = json_dumps(conf, JSON_COMPACT);
+    json_decref(conf);
+    sbx_sandbox_rec_release(&fresh);
+
+    pthread_mutex_lock(&core->mu);
+    live_t *l = core_find_live(core, id);
+    int rc = l && !l->stopping ? sbx_store_sandbox_update(core->store, &rec, err) : -1;
+    if (rc == 0) {
+        for (size_t i = 0; i < l->n_env; i++)
+            free(l->env[i]);
+        free(l->env);
+        l->env = NULL;
+        l->n_env = 0;
+        live_load_env(l, &rec);
+    }
+    pthread_mutex_unlock(&core->mu);
+    if (rc < 0) {
+        sbx_sandbox_rec_release(&rec);
+        sbx_err_clear(err);
+        return 0;
+    }
+    sbx_store_counter_add(core->store, "totalCreated", 1, NULL);
+    log_info("sandbox %s created from the warm pool (image %s, %g cpus, %lld MiB)", rec.id, rec.image,
+             rec.cpus, (long long)rec.memory_mb);
+    *out = rec;
+    return 1;
+}
+
+int core_create_pooled(sbx_core_t *core, const char *image, sbx_err_t *err)
+{
+    sbx_create_req_t req = {.image = image};
+    sbx_sandbox_rec_t rec = {0};
+    if (create_impl(core, &req, true, &rec, err) < 0)
+        return -1;
+    sbx_sandbox_rec_release(&rec);
+    return 0;
+}
+
+/* Warm sandboxes in the pool belong to nobody yet: no surface sees them. */
+static bool is_pooled(const sbx_sandbox_rec_t *r)
+{
+    return r->status && !strcmp(r->status, "pooled");
+}
+
 int sbx_core_get(sbx_core_t *core, const char *id, sbx_sandbox_rec_t *out, sbx_err_t *err)
 {
-    return sbx_store_sandbox_get(core->store, id, out, err);
+    if (sbx_store_sandbox_get(core->store, id, out, err) < 0)
+        return -1;
+    if (is_pooled(out)) {
+        sbx_sandbox_rec_release(out);
+        return sbx_fail(err, SBX_E_NOT_FOUND, "S002", "sandbox not found: %s", id);
+    }
+    return 0;
 }
 
 int sbx_core_list(sbx_core_t *core, sbx_sandbox_rec_t **out, size_t *n, sbx_err_t *err)
 {
-    return sbx_store_sandbox_list(core->store, out, n, err);
+    if (sbx_store_sandbox_list(core->store, out, n, err) < 0)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (is_pooled(&(*out)[i]))
+            sbx_sandbox_rec_release(&(*out)[i]);
+        else
+            (*out)[k++] = (*out)[i];
+    }
+    *n = k;
+    return 0;
 }
 
 int sbx_core_execs_in_flight(sbx_core_t *core, const char *id)
@@ -488,7 +678,7 @@ static int stop_live(sbx_core_t *core, const char *id, const char *status, const
 int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
 {
     sbx_sandbox_rec_t rec = {0};
-    if (sbx_store_sandbox_get(core->store, id, &rec, err) < 0)
+    if (sbx_core_get(core, id, &rec, err) < 0)
         return -1;
     bool creating = rec.status && !strcmp(rec.status, "creating");
     sbx_sandbox_rec_release(&rec);
@@ -597,6 +787,13 @@ static void reap_once(sbx_core_t *core)
                 if (stop_live(core, r->id, "stopped", "idle timeout reached", false, &err) == 0)
                     sbx_store_counter_add(core->store, "totalExpired", 1, NULL);
             }
+        } else if (!strcmp(r->status, "pooled")) {
+            pthread_mutex_lock(&core->mu);
+            live_t *l = core_find_live(core, r->id);
+            bool dead = l && l->pooled && !l->stopping && !core->be->alive(&l->rt);
+            pthread_mutex_unlock(&core->mu);
+            if (dead)
+                stop_live(core, r->id, NULL, "a warm sandbox's agent exited", true, &err);
         } else if (strcmp(r->status, "creating") != 0) {
             if (now - r->stopped_at > core->cfg->stopped_retention_secs * 1000 &&
                 sbx_store_sandbox_delete(core->store, r->id, &err) == 0)
@@ -659,7 +856,8 @@ int sbx_core_recover(sbx_core_t *core, sbx_err_t *err)
             r->pid = 0;
             sbx_store_sandbox_update(core->store, r, &e);
             cleaned++;
-        } else if (!strcmp(r->status, "creating")) {
+        } else if (!strcmp(r->status, "creating") || !strcmp(r->status, "pooled")) {
+            /* An interrupted create, or a warm sandbox nobody owns: the pool warms anew. */
             core->be->destroy(r->id, NULL, &e);
             sbx_store_sandbox_delete(core->store, r->id, &e);
             cleaned++;
@@ -693,7 +891,7 @@ int sbx_core_start(sbx_core_t *core, sbx_err_t *err)
     if (rc)
         return sbx_error(err, rc, "start reaper thread");
     core->reaper_started = true;
-    return 0;
+    return core_pool_start(core, err);
 }
 
 void sbx_core_shutdown(sbx_core_t *core)
@@ -707,6 +905,7 @@ void sbx_core_shutdown_mode(sbx_core_t *core, bool keep_sandboxes)
     core->shutting_down = true;
     pthread_cond_broadcast(&core->reaper_cv);
     pthread_mutex_unlock(&core->mu);
+    core_pool_stop(core);
     if (core->reaper_started) {
         pthread_join(core->reaper, NULL);
         core->reaper_started = false;
@@ -730,13 +929,14 @@ void sbx_core_shutdown_mode(sbx_core_t *core, bool keep_sandboxes)
         while (l && l->stopping)
             l = l->next;
         char id[40] = "";
+        bool pooled = l && l->pooled;
         if (l)
             snprintf(id, sizeof id, "%s", l->id);
         pthread_mutex_unlock(&core->mu);
         if (!id[0])
             break;
         sbx_err_t err = SBX_ERR_INIT;
-        stop_live(core, id, "stopped", "sandboxd shut down", false, &err);
+        stop_live(core, id, "stopped", "sandboxd shut down", pooled, &err);
     }
 }
 
@@ -752,6 +952,7 @@ void sbx_core_free(sbx_core_t *core)
     core_execs_release(core);
     pthread_mutex_destroy(&core->mu);
     pthread_cond_destroy(&core->reaper_cv);
+    pthread_cond_destroy(&core->pool_cv);
     free(core);
 }
 

@@ -345,6 +345,26 @@ fail:
     return -1;
 }
 
+int sbx_cgroup_update(const char *id, const sbx_cgroup_limits_t *lim, sbx_err_t *err)
+{
+    if (!cg.version)
+        return sbx_fail(err, SBX_E_INTERNAL, NULL, "cgroups not initialised");
+    if (!valid_name(id))
+        return sbx_fail(err, SBX_E_INVALID, NULL, "invalid sandbox id");
+    const struct hierarchy *h;
+    if (cg.version == 1 && lim->memory_bytes && (h = find(C_MEMORY))) {
+        /* v1 insists on memory <= memory+swap at every step: raising needs the memsw limit
+         * first, lowering needs it last.  Writing it before (may fail when lowering) and
+         * after (must succeed) covers both. */
+        char p[PATH_MAX], v[64];
+        group_path(p, sizeof p, h, id, "memory.memsw.limit_in_bytes");
+        snprintf(v, sizeof v, "%llu", (unsigned long long)lim->memory_bytes);
+        if (file_exists(p))
+            sbx_write_file(p, v, NULL);
+    }
+    return cg.version == 1 ? apply_v1(id, lim, err) : apply_v2(id, lim, err);
+}
+
 int sbx_cgroup_attach(const char *id, pid_t pid, sbx_err_t *err)
 {
     if (!cg.version || !valid_name(id))

@@ -22,6 +22,9 @@ int sbx_cgroup_init(const char *parent, sbx_err_t *err);
 const char *sbx_cgroup_version(void);
 /* Creates the sandbox's group(s) and applies the limits. */
 int sbx_cgroup_create(const char *id, const sbx_cgroup_limits_t *lim, sbx_err_t *err);
+/* Changes the limits of an existing group (e.g. a warm sandbox handed to a request with
+ * other cpus/memory); fields that are 0 are left as they are. */
+int sbx_cgroup_update(const char *id, const sbx_cgroup_limits_t *lim, sbx_err_t *err);
 /* Moves `pid` into the sandbox's group(s). */
 int sbx_cgroup_attach(const char *id, pid_t pid, sbx_err_t *err);
 /* Kills every process in the group(s), waits until they are gone (bounded), and removes

@@ -590,6 +590,18 @@ static int ns_list_leftovers(char ***ids, sbx_err_t *err)
     return n;
 }
 
+static int ns_update(const char *id, const sbx_sandbox_spec_t *spec, sbx_err_t *err)
+{
+    if (!valid_id(id))
+        return sbx_fail(err, SBX_E_INVALID, NULL, "invalid sandbox id");
+    sbx_cgroup_limits_t lim = {
+        .memory_bytes = spec->memory_mb << 20,
+        .cpus = spec->cpus,
+        .pids_max = spec->pids_max,
+    };
+    return sbx_cgroup_update(id, &lim, err);
+}
+
 const sbx_backend_t sbx_backend_ns = {
     .name = "ns",
     .init = ns_init,
@@ -599,4 +611,5 @@ const sbx_backend_t sbx_backend_ns = {
     .destroy = ns_destroy,
     .stats = ns_stats,
     .list_leftovers = ns_list_leftovers,
+    .update = ns_update,
 };
