@@ -12,24 +12,10 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "agent_harness.h"
 #include "harness.h"
-#include <sys/syscall.h>
 #include "common/util.h"
 #include "proto/proto.h"
-
-static pid_t agent_pid = -1;
-static char tmpdir[64];
-static char sock_path[96];
-
-static void cleanup(void)
-{
-    if (agent_pid > 0)
-        kill(agent_pid, SIGKILL);
-    if (tmpdir[0]) {
-        sbx_err_t err = SBX_ERR_INIT;
-        sbx_rm_rf(tmpdir, &err);
-    }
-}
 
 static double now_s(void)
 {
@@ -38,72 +24,19 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int try_connect(void)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock_path);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Starts a private agent for the calling test; it dies with the test process. */
+/* Starts a private agent for the calling test; it dies with the test process.  The test
+ * process becomes a subreaper so orphans of commands come back to it. */
 static void start_agent(void)
 {
-    const char *bin = getenv("SBX_AGENT");
-    if (!bin)
-        bin = "build/sandbox-agent";
-    if (access(bin, X_OK) != 0)
-        SKIP("agent binary %s not found (build it with `make build/sandbox-agent`)", bin);
     CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sbx-agent-test-XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
-    atexit(cleanup);
-    snprintf(sock_path, sizeof sock_path, "%s/agent.sock", tmpdir);
-    pid_t parent = getpid();
-    agent_pid = fork();
-    CHECK(agent_pid >= 0);
-    if (agent_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        /* Start the agent with glibc's two reserved real-time signals ignored, as some
-         * process managers leave them: commands must still get default dispositions. */
-        struct {
-            void *handler;
-            unsigned long flags;
-            void *restorer;
-            uint64_t mask;
-        } ign = {SIG_IGN, 0, NULL, 0};
-        syscall(SYS_rt_sigaction, 32, &ign, NULL, sizeof ign.mask);
-        syscall(SYS_rt_sigaction, 33, &ign, NULL, sizeof ign.mask);
-        execl(bin, bin, "--socket", sock_path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        int fd = try_connect();
-        if (fd >= 0) {
-            close(fd);
-            return;
-        }
-        usleep(10000);
-    }
-    CHECK(!"agent did not start listening");
+    start_agent_in("/tmp/sbx-agent-test-XXXXXX");
 }
 
 /* Like start_agent, but the agent runs as PID 1 of new pid and mount namespaces with
  * their own /proc, as in a sandbox.  Needs root. */
 static void start_agent_as_init(void)
 {
-    const char *bin = getenv("SBX_AGENT");
-    if (!bin)
-        bin = "build/sandbox-agent";
-    if (access(bin, X_OK) != 0)
-        SKIP("agent binary %s not found (build it with `make build/sandbox-agent`)", bin);
+    const char *bin = agent_binary();
     if (geteuid() != 0)
         SKIP("needs root for a pid namespace");
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sbx-agent-test-XXXXXX");

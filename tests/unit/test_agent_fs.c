@@ -13,70 +13,17 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "agent_harness.h"
 #include "harness.h"
 #include "common/util.h"
 #include "proto/proto.h"
 
 #pragma GCC diagnostic ignored "-Woverride-init"
 
-static pid_t agent_pid = -1;
-static char tmpdir[64];
-static char sock_path[96];
-
-static void cleanup(void)
-{
-    if (agent_pid > 0)
-        kill(agent_pid, SIGKILL);
-    if (tmpdir[0]) {
-        sbx_err_t err = SBX_ERR_INIT;
-        sbx_rm_rf(tmpdir, &err);
-    }
-}
-
-static int try_connect(void)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock_path);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Starts a private agent for the calling test; it dies with the test process. */
 static void start_agent(void)
 {
-    const char *bin = getenv("SBX_AGENT");
-    if (!bin)
-        bin = "build/sandbox-agent";
-    if (access(bin, X_OK) != 0)
-        SKIP("agent binary %s not found (build it with `make build/sandbox-agent`)", bin);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sbx-agent-fs-XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
-    atexit(cleanup);
-    snprintf(sock_path, sizeof sock_path, "%s/agent.sock", tmpdir);
-    pid_t parent = getpid();
-    agent_pid = fork();
-    CHECK(agent_pid >= 0);
-    if (agent_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        execl(bin, bin, "--socket", sock_path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        int fd = try_connect();
-        if (fd >= 0) {
-            close(fd);
-            return;
-        }
-        usleep(10000);
-    }
-    CHECK(!"agent did not start listening");
+    start_agent_in("/tmp/sbx-agent-fs-XXXXXX");
 }
 
 /* A path below the test's directory (static buffers in rotation). */
