@@ -589,6 +589,7 @@ static void wfile_abort(wfile_t *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
+    f->tmp[0] = 0;
 }
 
 /* Opens the file a write goes to: the file itself (append, in place) or a temporary
@@ -683,7 +684,9 @@ static void op_write(int sock, fs_req_t *r)
     }
     wfile_t *f = xcalloc(1, sizeof *f);
     if (wfile_open(r, f) < 0) {
-        fs_send_errno(sock, r, r->path, errno);
+        int e = errno;
+        wfile_abort(f);
+        fs_send_errno(sock, r, r->path, e);
         goto out;
     }
     jbuf_t j = {0};
@@ -704,19 +707,25 @@ static void op_write(int sock, fs_req_t *r)
         }
         if (h.type != SBX_MSG_DATA) {
             free(p);
+            /* The temporary goes before the answer: whoever reads the error sees no trace. */
+            wfile_abort(f);
             sbx_agent_send_error(sock, EPROTO, "write %s: unexpected message type %u", r->path, h.type);
             goto out;
         }
         rc = write_frame(f->fd, p, h.len);
         free(p);
         if (rc < 0) {
-            fs_send_errno(sock, r, r->path, errno);
+            int e = errno;
+            wfile_abort(f);
+            fs_send_errno(sock, r, r->path, e);
             goto out;
         }
     }
     struct stat st;
     if (fstat(f->fd, &st) < 0) {
-        fs_send_errno(sock, r, r->path, errno);
+        int e = errno;
+        wfile_abort(f);
+        fs_send_errno(sock, r, r->path, e);
         goto out;
     }
     if (f->tmp[0]) {
@@ -726,7 +735,9 @@ static void op_write(int sock, fs_req_t *r)
         rc = fsync(f->fd);
     }
     if (rc < 0) {
-        fs_send_errno(sock, r, r->path, errno);
+        int e = errno;
+        wfile_abort(f);
+        fs_send_errno(sock, r, r->path, e);
         goto out;
     }
     jb_open(&j, '{');
