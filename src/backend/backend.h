@@ -66,6 +66,9 @@ typedef struct sbx_backend {
      * files.  Idempotent, and works from only the id (rt may be NULL or stale), so a
      * restarted daemon can clean up what a crashed one left. */
     int (*destroy)(const char *id, const sbx_sandbox_rt_t *rt, sbx_err_t *err);
+    /* Sends SIGKILL to the sandbox's PID 1 if rt still names it, without waiting: its
+     * whole pid namespace dies with it.  destroy, called later, reaps and cleans up. */
+    void (*kill)(const sbx_sandbox_rt_t *rt);
     int (*stats)(const char *id, sbx_sandbox_stats_t *out, sbx_err_t *err);
     /* Applies spec's memory_mb, cpus and pids_max to a running sandbox. */
     int (*update)(const char *id, const sbx_sandbox_spec_t *spec, sbx_err_t *err);

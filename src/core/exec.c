@@ -43,7 +43,7 @@ int core_exec_begin(sbx_core_t *core, const char *id, const sbx_exec_params_t *p
     else
         *cwd = xasprintf("%s/%s", core->cfg->workspace_dir, p->cwd);
     pthread_mutex_unlock(&core->mu);
-    sbx_store_sandbox_touch(core->store, id, sbx_now_ms(), NULL);
+    core_touch(core, id);
     return 0;
 }
 
@@ -54,7 +54,7 @@ void core_exec_end(sbx_core_t *core, const char *id)
     if (l && l->inflight > 0)
         l->inflight--;
     pthread_mutex_unlock(&core->mu);
-    sbx_store_sandbox_touch(core->store, id, sbx_now_ms(), NULL);
+    core_touch(core, id);
 }
 
 static void append(char **buf, size_t *len, bool *truncated, size_t cap, const uint8_t *data, size_t n)

@@ -629,9 +629,11 @@ int sbx_core_exec_get(sbx_core_t *core, const char *exec_id, sbx_exec_info_t *in
     pthread_mutex_lock(&core->mu);
     exec_ent_t *e = find_ent(core, exec_id);
     if (e) {
-        info_copy(info, &e->info);
+        bool gone = core_deleted_locked(core, e->info.sandbox_id);
+        if (!gone)
+            info_copy(info, &e->info);
         pthread_mutex_unlock(&core->mu);
-        return 0;
+        return gone ? sbx_fail(err, SBX_E_NOT_FOUND, "NOT_FOUND", "exec not found: %s", exec_id) : 0;
     }
     pthread_mutex_unlock(&core->mu);
     if (!safe_id(exec_id))
@@ -639,6 +641,14 @@ int sbx_core_exec_get(sbx_core_t *core, const char *exec_id, sbx_exec_info_t *in
     sbx_exec_rec_t rec;
     if (sbx_exec_store_get(core->xstore, exec_id, &rec, err) < 0)
         return -1;
+    /* The records of a deleted sandbox go with its teardown; until then they are hidden. */
+    pthread_mutex_lock(&core->mu);
+    bool gone = core_deleted_locked(core, rec.sandbox_id);
+    pthread_mutex_unlock(&core->mu);
+    if (gone) {
+        sbx_exec_rec_release(&rec);
+        return sbx_fail(err, SBX_E_NOT_FOUND, "NOT_FOUND", "exec not found: %s", exec_id);
+    }
     info_from_rec(info, &rec);
     sbx_exec_rec_release(&rec);
     return 0;

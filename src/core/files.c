@@ -216,7 +216,7 @@ static int conn_open(sbx_core_t *core, const char *id, conn_t *c, sbx_err_t *err
     sbx_sandbox_rt_t rt = l->rt;
     pthread_mutex_unlock(&core->mu);
     c->sandbox_id = xstrdup(id);
-    sbx_store_sandbox_touch(core->store, id, sbx_now_ms(), NULL);
+    core_touch(core, id);
 
     c->fd = core->be->connect(&rt, err);
     if (c->fd < 0) {

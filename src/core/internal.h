@@ -14,11 +14,14 @@ typedef struct live {
     char **env; /* create-time environment, NULL-terminated "K=V" */
     size_t n_env;
     char *workdir;
-    int inflight;       /* execs in progress */
-    uint64_t log_bytes; /* bytes of exec logs written for this sandbox since the daemon started */
-    bool stopping;      /* a stop is tearing it down */
-    bool pooled;        /* a warm sandbox waiting in the pool, not yet handed to anyone */
-    char *image;        /* the image it runs */
+    int inflight;         /* execs in progress */
+    uint64_t log_bytes;   /* bytes of exec logs written for this sandbox since the daemon started */
+    int64_t last_exec_at; /* the last activity, ms (the record's copy may lag, core_touch) */
+    int64_t touched_at;   /* when last_exec_at was last written to the record */
+    bool stopping;        /* a stop is tearing it down */
+    bool pooled;          /* a warm sandbox waiting in the pool, not yet handed to anyone */
+    bool deleted;         /* deleted: its teardown runs in the background, nothing of it shows */
+    char *image;          /* the image it runs */
     struct live *next;
 } live_t;
 
@@ -45,14 +48,24 @@ struct sbx_core {
     pthread_t pool_thread; /* the warm pool's filler (pool.c) */
     bool pool_started;
     pthread_cond_t pool_cv;
-    int async_deletes; /* background deletes still running (guarded by mu) */
+    int async_deletes;   /* background deletes still running (guarded by mu) */
+    int teardowns;       /* deleted sandboxes whose teardown runs in the background (mu) */
+    int64_t activity_ms; /* monotonic ms of the last create, delete, exec or file request (atomic) */
 };
 
 live_t *core_find_live(sbx_core_t *core, const char *id);
+/* true while a deleted sandbox is being torn down (its records are then hidden); mu held. */
+bool core_deleted_locked(sbx_core_t *core, const char *id);
 /* The complete environment of an exec: base + create-time + the exec's own entries. */
 char **core_merge_env(const live_t *l, char **extra, size_t n_extra);
 void core_strv_free(char **v);
 void core_mark_failed(sbx_core_t *core, const char *id, const char *reason);
+/* Records activity on a sandbox for its idle timeout and lastExecAt: in memory at once, in
+ * the database at most once a second, so execs do not each wait for a durable commit (a
+ * daemon restarted after a crash sees an idle clock up to a second old). */
+void core_touch(sbx_core_t *core, const char *id);
+/* Notes that a request is being served now (the warm pool refills in the quiet between). */
+void core_activity(sbx_core_t *core);
 
 /* Takes an exec slot on a running sandbox (S002/S004/S003 otherwise) and copies what the
  * exec needs; exec_end gives the slot back. */

@@ -30,11 +30,39 @@ static bool image_ready(sbx_core_t *core, const char *image)
     return st.state == SBX_IMAGE_READY;
 }
 
+/* Starting a sandbox costs about as much CPU as a create on the request path, so a refill
+ * waits for a moment without requests (POOL_QUIET_MS) instead of competing with them, but
+ * never longer than POOL_MAX_DEFER_MS, so a steady stream of requests cannot starve it. */
+#define POOL_QUIET_MS 10
+#define POOL_MAX_DEFER_MS 250
+
+/* Called and returns with core->mu held. */
+static void wait_quiet(sbx_core_t *core)
+{
+    int64_t start = sbx_mono_ms();
+    while (!core->shutting_down) {
+        int64_t now = sbx_mono_ms();
+        int64_t quiet = now - __atomic_load_n(&core->activity_ms, __ATOMIC_RELAXED);
+        if (quiet >= POOL_QUIET_MS || now - start >= POOL_MAX_DEFER_MS)
+            return;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (POOL_QUIET_MS - quiet) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&core->pool_cv, &core->mu, &ts);
+    }
+}
+
 /* Warms sandboxes of one image up to the pool size; false after a failure. */
 static bool fill(sbx_core_t *core, const char *image)
 {
     for (;;) {
         pthread_mutex_lock(&core->mu);
+        if (core_pool_count(core, image) < core->cfg->pool_size)
+            wait_quiet(core);
         bool enough = core->shutting_down || core_pool_count(core, image) >= core->cfg->pool_size;
         pthread_mutex_unlock(&core->mu);
         if (enough)

@@ -52,6 +52,12 @@ live_t *core_find_live(sbx_core_t *core, const char *id)
     return NULL;
 }
 
+bool core_deleted_locked(sbx_core_t *core, const char *id)
+{
+    live_t *l = core_find_live(core, id);
+    return l && l->deleted;
+}
+
 static void live_unlink(sbx_core_t *core, live_t *target)
 {
     for (live_t **pp = &core->live; *pp; pp = &(*pp)->next) {
@@ -108,8 +114,41 @@ static live_t *live_from_rec(const sbx_sandbox_rec_t *rec)
     l->workdir = xstrdup(rec->workdir ? rec->workdir : "/");
     l->image = xstrdup(rec->image);
     l->pooled = rec->status && !strcmp(rec->status, "pooled");
+    l->last_exec_at = l->touched_at = rec->last_exec_at;
     live_load_env(l, rec);
     return l;
+}
+
+void core_activity(sbx_core_t *core)
+{
+    __atomic_store_n(&core->activity_ms, sbx_mono_ms(), __ATOMIC_RELAXED);
+}
+
+void core_touch(sbx_core_t *core, const char *id)
+{
+    core_activity(core);
+    int64_t now = sbx_now_ms();
+    bool write = false;
+    pthread_mutex_lock(&core->mu);
+    live_t *l = core_find_live(core, id);
+    if (l) {
+        l->last_exec_at = now;
+        if (now - l->touched_at >= 1000 || now < l->touched_at) {
+            l->touched_at = now;
+            write = true;
+        }
+    }
+    pthread_mutex_unlock(&core->mu);
+    if (write)
+        sbx_store_sandbox_touch(core->store, id, now, NULL);
+}
+
+/* The in-memory activity clock is ahead of the record's. */
+static void overlay_activity(sbx_core_t *core, sbx_sandbox_rec_t *r)
+{
+    live_t *l = core_find_live(core, r->id);
+    if (l && l->last_exec_at > r->last_exec_at)
+        r->last_exec_at = l->last_exec_at;
 }
 
 char **core_merge_env(const live_t *l, char **extra, size_t n_extra)
@@ -305,6 +344,9 @@ static void apply_image_config(sbx_core_t *core, const sbx_create_req_t *req, sb
 }
 
 /* Creates a sandbox for a request, or (pooled) a warm one the pool keeps for later. */
+static int create_request(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out,
+                          sbx_err_t *err);
+
 static int create_impl(sbx_core_t *core, const sbx_create_req_t *req, bool pooled, sbx_sandbox_rec_t *out,
                        sbx_err_t *err)
 {
@@ -401,7 +443,11 @@ static int create_impl(sbx_core_t *core, const sbx_create_req_t *req, bool poole
     live_t *l = live_from_rec(&rec);
     pthread_mutex_lock(&core->mu);
     bool down = core->shutting_down;
-    if (!down && sbx_store_sandbox_update(core->store, &rec, err) == 0) {
+    int urc = -1;
+    if (!down)
+        urc = pooled ? sbx_store_sandbox_update(core->store, &rec, err)
+                     : sbx_store_sandbox_update_counting(core->store, &rec, "totalCreated", err);
+    if (urc == 0) {
         l->next = core->live;
         core->live = l;
         l = NULL;
@@ -418,7 +464,6 @@ static int create_impl(sbx_core_t *core, const sbx_create_req_t *req, bool poole
     if (pooled) {
         log_debug("sandbox %s warmed for the pool (image %s)", rec.id, rec.image);
     } else {
-        sbx_store_counter_add(core->store, "totalCreated", 1, NULL);
         log_info("sandbox %s created (image %s, %g cpus, %lld MiB, pid %d)", rec.id, rec.image, rec.cpus,
                  (long long)rec.memory_mb, (int)rt.pid);
     }
@@ -434,6 +479,15 @@ fail_record : {
 }
 
 int sbx_core_create(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out, sbx_err_t *err)
+{
+    core_activity(core);
+    int rc = create_request(core, req, out, err);
+    core_activity(core);
+    return rc;
+}
+
+static int create_request(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out,
+                          sbx_err_t *err)
 {
     /* A warm sandbox from the pool when one fits; the checks of the normal path (allowlist,
      * caps, capacity) run there too. */
@@ -557,8 +611,10 @@ int core_pool_take(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_re
 
     pthread_mutex_lock(&core->mu);
     live_t *l = core_find_live(core, id);
-    int rc = l && !l->stopping ? sbx_store_sandbox_update(core->store, &rec, err) : -1;
+    int rc =
+        l && !l->stopping ? sbx_store_sandbox_update_counting(core->store, &rec, "totalCreated", err) : -1;
     if (rc == 0) {
+        l->last_exec_at = l->touched_at = rec.last_exec_at;
         for (size_t i = 0; i < l->n_env; i++)
             free(l->env[i]);
         free(l->env);
@@ -572,7 +628,6 @@ int core_pool_take(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_re
         sbx_err_clear(err);
         return 0;
     }
-    sbx_store_counter_add(core->store, "totalCreated", 1, NULL);
     log_info("sandbox %s created from the warm pool (image %s, %g cpus, %lld MiB)", rec.id, rec.image,
              rec.cpus, (long long)rec.memory_mb);
     *out = rec;
@@ -589,10 +644,11 @@ int core_create_pooled(sbx_core_t *core, const char *image, sbx_err_t *err)
     return 0;
 }
 
-/* Warm sandboxes in the pool belong to nobody yet: no surface sees them. */
+/* Warm sandboxes in the pool belong to nobody yet, and deleted ones whose teardown is still
+ * running belong to nobody any more: no surface sees either. */
 static bool is_pooled(const sbx_sandbox_rec_t *r)
 {
-    return r->status && !strcmp(r->status, "pooled");
+    return r->status && (!strcmp(r->status, "pooled") || !strcmp(r->status, "deleting"));
 }
 
 int sbx_core_get(sbx_core_t *core, const char *id, sbx_sandbox_rec_t *out, sbx_err_t *err)
@@ -603,6 +659,9 @@ int sbx_core_get(sbx_core_t *core, const char *id, sbx_sandbox_rec_t *out, sbx_e
         sbx_sandbox_rec_release(out);
         return sbx_fail(err, SBX_E_NOT_FOUND, "S002", "sandbox not found: %s", id);
     }
+    pthread_mutex_lock(&core->mu);
+    overlay_activity(core, out);
+    pthread_mutex_unlock(&core->mu);
     return 0;
 }
 
@@ -611,12 +670,16 @@ int sbx_core_list(sbx_core_t *core, sbx_sandbox_rec_t **out, size_t *n, sbx_err_
     if (sbx_store_sandbox_list(core->store, out, n, err) < 0)
         return -1;
     size_t k = 0;
+    pthread_mutex_lock(&core->mu);
     for (size_t i = 0; i < *n; i++) {
-        if (is_pooled(&(*out)[i]))
+        if (is_pooled(&(*out)[i])) {
             sbx_sandbox_rec_release(&(*out)[i]);
-        else
+        } else {
+            overlay_activity(core, &(*out)[i]);
             (*out)[k++] = (*out)[i];
+        }
     }
+    pthread_mutex_unlock(&core->mu);
     *n = k;
     return 0;
 }
@@ -675,7 +738,96 @@ static int stop_live(sbx_core_t *core, const char *id, const char *status, const
     return rc;
 }
 
+/* At most this many deleted sandboxes are torn down in the background at once; past it a
+ * delete does its teardown itself, so a create/delete loop cannot pile work up. */
+#define MAX_TEARDOWNS 8
+
+typedef struct {
+    sbx_core_t *core;
+    live_t *l;
+} teardown_t;
+
+static void *teardown_main(void *arg)
+{
+    teardown_t *t = arg;
+    sbx_core_t *core = t->core;
+    live_t *l = t->l;
+    free(t);
+    sbx_err_t err = SBX_ERR_INIT;
+    if (core->be->destroy(l->id, &l->rt, &err) < 0)
+        log_error("sandbox %s: cleanup failed: %s", l->id, err.msg);
+    core_execs_forget_sandbox(core, l->id);
+    /* The record (and with it the uid range) is released only now, once nothing of the
+     * sandbox is left on the host. */
+    sbx_err_clear(&err);
+    if (sbx_store_sandbox_delete(core->store, l->id, &err) < 0)
+        log_error("sandbox %s: %s", l->id, err.msg);
+    pthread_mutex_lock(&core->mu);
+    live_unlink(core, l);
+    core->teardowns--;
+    pthread_cond_broadcast(&core->reaper_cv);
+    pthread_mutex_unlock(&core->mu);
+    live_free(l);
+    return NULL;
+}
+
+/* Deletes a live sandbox with its teardown off the request path: its processes are killed
+ * and its record marked "deleting" (hidden everywhere, its uid range still reserved)
+ * before this returns; unmounting, removing the cgroups and the directory, and dropping
+ * the record happen on a background thread.  Returns 1 when it handled the sandbox, 0 when
+ * the caller should tear it down in place, -1 on error. */
+static int delete_live(sbx_core_t *core, const char *id, sbx_err_t *err)
+{
+    pthread_mutex_lock(&core->mu);
+    live_t *l = core_find_live(core, id);
+    if (!l || l->stopping || core->shutting_down || core->teardowns >= MAX_TEARDOWNS || !core->be->kill) {
+        pthread_mutex_unlock(&core->mu);
+        return 0;
+    }
+    l->stopping = true;
+    l->deleted = true;
+    core->teardowns++;
+    pthread_mutex_unlock(&core->mu);
+
+    core->be->kill(&l->rt);
+    sbx_sandbox_rec_t rec = {0};
+    int rc = sbx_store_sandbox_get(core->store, id, &rec, err);
+    if (rc == 0) {
+        rec_set_str(&rec.status, "deleting");
+        rec_set_str(&rec.stop_reason, "deleted");
+        rec.stopped_at = sbx_now_ms();
+        rc = sbx_store_sandbox_update_counting(core->store, &rec, "totalKilled", err);
+    }
+    sbx_sandbox_rec_release(&rec);
+    if (rc < 0)
+        log_warn("sandbox %s: cannot mark it deleted (%s); tearing it down anyway", id, err->msg);
+
+    teardown_t *t = xcalloc(1, sizeof *t);
+    t->core = core;
+    t->l = l;
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int trc = pthread_create(&th, &attr, teardown_main, t);
+    pthread_attr_destroy(&attr);
+    if (trc)
+        teardown_main(t); /* no thread: tear down in place */
+    log_info("sandbox %s deleted", id);
+    return rc < 0 ? -1 : 1;
+}
+
+static int delete_request(sbx_core_t *core, const char *id, sbx_err_t *err);
+
 int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
+{
+    core_activity(core);
+    int rc = delete_request(core, id, err);
+    core_activity(core);
+    return rc;
+}
+
+static int delete_request(sbx_core_t *core, const char *id, sbx_err_t *err)
 {
     sbx_sandbox_rec_t rec = {0};
     if (sbx_core_get(core, id, &rec, err) < 0)
@@ -685,6 +837,10 @@ int sbx_core_delete(sbx_core_t *core, const char *id, sbx_err_t *err)
     if (creating)
         return sbx_fail(err, SBX_E_CONFLICT, "S004",
                         "sandbox %s is still being created; delete it once it runs", id);
+    int d = delete_live(core, id, err);
+    if (d != 0) {
+        return d < 0 ? -1 : 0;
+    }
     sbx_err_t e = SBX_ERR_INIT;
     if (stop_live(core, id, NULL, "deleted", true, &e) == 0) {
         sbx_store_counter_add(core->store, "totalKilled", 1, NULL);
@@ -774,6 +930,7 @@ static void reap_once(sbx_core_t *core)
             bool known = l && !l->stopping;
             sbx_sandbox_rt_t rt = l ? l->rt : (sbx_sandbox_rt_t){0};
             int inflight = l ? l->inflight : 0;
+            overlay_activity(core, r);
             pthread_mutex_unlock(&core->mu);
             if (!known)
                 continue;
@@ -794,7 +951,7 @@ static void reap_once(sbx_core_t *core)
             pthread_mutex_unlock(&core->mu);
             if (dead)
                 stop_live(core, r->id, NULL, "a warm sandbox's agent exited", true, &err);
-        } else if (strcmp(r->status, "creating") != 0) {
+        } else if (strcmp(r->status, "creating") != 0 && strcmp(r->status, "deleting") != 0) {
             if (now - r->stopped_at > core->cfg->stopped_retention_secs * 1000 &&
                 sbx_store_sandbox_delete(core->store, r->id, &err) == 0)
                 core_execs_forget_sandbox(core, r->id);
@@ -856,8 +1013,10 @@ int sbx_core_recover(sbx_core_t *core, sbx_err_t *err)
             r->pid = 0;
             sbx_store_sandbox_update(core->store, r, &e);
             cleaned++;
-        } else if (!strcmp(r->status, "creating") || !strcmp(r->status, "pooled")) {
-            /* An interrupted create, or a warm sandbox nobody owns: the pool warms anew. */
+        } else if (!strcmp(r->status, "creating") || !strcmp(r->status, "pooled") ||
+                   !strcmp(r->status, "deleting")) {
+            /* An interrupted create, a warm sandbox nobody owns (the pool warms anew), or a
+             * deleted one whose teardown the crash cut short. */
             core->be->destroy(r->id, NULL, &e);
             sbx_store_sandbox_delete(core->store, r->id, &e);
             cleaned++;
@@ -911,7 +1070,7 @@ void sbx_core_shutdown_mode(sbx_core_t *core, bool keep_sandboxes)
         core->reaper_started = false;
     }
     pthread_mutex_lock(&core->mu);
-    while (core->async_deletes > 0)
+    while (core->async_deletes > 0 || core->teardowns > 0)
         pthread_cond_wait(&core->reaper_cv, &core->mu);
     pthread_mutex_unlock(&core->mu);
     if (keep_sandboxes) {

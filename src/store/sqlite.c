@@ -391,6 +391,40 @@ int sbx_store_sandbox_update(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_
     return step_one_row(st, s, rec->id, "update sandbox", err);
 }
 
+int sbx_store_sandbox_update_counting(sbx_store_t *st, const sbx_sandbox_rec_t *rec, const char *counter,
+                                      sbx_err_t *err)
+{
+    pthread_mutex_lock(&st->mu);
+    int ret = exec_sql(st->db, "BEGIN IMMEDIATE", err);
+    if (ret == 0) {
+        sqlite3_stmt *s = st->q[Q_UPDATE];
+        bind_rec(s, rec);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE)
+            ret = db_fail(err, st->db, rc, "update sandbox");
+        else if (sqlite3_changes(st->db) == 0)
+            ret = not_found(err, rec->id);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        if (ret == 0) {
+            s = st->q[Q_COUNTER_ADD];
+            bind_text(s, 1, counter);
+            sqlite3_bind_int64(s, 2, 1);
+            rc = sqlite3_step(s);
+            if (rc != SQLITE_DONE)
+                ret = db_fail(err, st->db, rc, "update counter");
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+        }
+        if (ret == 0)
+            ret = exec_sql(st->db, "COMMIT", err);
+        if (ret < 0)
+            exec_sql(st->db, "ROLLBACK", NULL);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
 int sbx_store_sandbox_touch(sbx_store_t *st, const char *id, int64_t last_exec_at, sbx_err_t *err)
 {
     sqlite3_stmt *s = begin(st, Q_TOUCH);

@@ -49,6 +49,9 @@ void sbx_store_close(sbx_store_t *st);
 int sbx_store_sandbox_insert(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_err_t *err);
 /* Replaces every column of the row with rec's values; NOT_FOUND (code S002) if absent. */
 int sbx_store_sandbox_update(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_err_t *err);
+/* The same, and adds 1 to counter `counter` in the same transaction (one commit). */
+int sbx_store_sandbox_update_counting(sbx_store_t *st, const sbx_sandbox_rec_t *rec, const char *counter,
+                                      sbx_err_t *err);
 /* Fills *out (caller releases); NOT_FOUND (code S002, "sandbox not found: <id>") if absent. */
 int sbx_store_sandbox_get(sbx_store_t *st, const char *id, sbx_sandbox_rec_t *out, sbx_err_t *err);
 /* All rows ordered by created_at; *out is a heap array (release with sbx_sandbox_recs_free). */

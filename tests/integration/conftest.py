@@ -241,6 +241,17 @@ def host_leftovers(state_dir, sid):
     return found
 
 
+def wait_no_leftovers(state_dir, sid, timeout=10):
+    """host_leftovers once they are gone, or as they are after `timeout` seconds: a delete
+    answers once the sandbox is killed and hidden, and its teardown finishes just after."""
+    deadline = time.time() + timeout
+    found = host_leftovers(state_dir, sid)
+    while found and time.time() < deadline:
+        time.sleep(0.05)
+        found = host_leftovers(state_dir, sid)
+    return found
+
+
 def agent_pid(sid):
     """The host pid of a sandbox's agent (its PID 1), found through its cgroup."""
     for pid in os.listdir("/proc"):

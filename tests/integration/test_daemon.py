@@ -2,10 +2,11 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
-from conftest import SANDBOXD, Daemon, agent_pid, host_leftovers
+from conftest import SANDBOXD, Daemon, agent_pid, host_leftovers, wait_no_leftovers
 
 
 def run_sandboxd(args, env=None, timeout=10):
@@ -138,7 +139,7 @@ def test_crash_restart_readopts_live_sandboxes(busybox_rootfs):
         assert r.status == 200 and r.json["stdout"] == "kept\n", r
         assert d.request("GET", f"/sandbox/sandboxes/{sid}").json["status"] == "running"
         assert d.delete(sid).status == 200
-        assert host_leftovers(d.state_dir, sid) == []
+        assert wait_no_leftovers(d.state_dir, sid) == []
     finally:
         d.cleanup()
 
@@ -170,3 +171,69 @@ def test_database_is_sqlite_wal(daemon):
     with open(db, "rb") as f:
         assert f.read(16) == b"SQLite format 3\x00"
     assert os.path.exists(db + "-wal")
+
+
+def test_delete_hides_at_once_and_tears_down_after(busybox_rootfs):
+    d = Daemon(busybox_rootfs, config={"max_concurrent_sandboxes": 2}).start()
+    try:
+        sids = [d.create(), d.create()]
+        for s in sids:
+            d.exec(s, "sleep 300 >/dev/null 2>&1 &")
+        for s in sids:
+            assert d.delete(s).status == 200
+            # Gone from every surface as soon as the delete answers.
+            assert d.request("GET", f"/sandbox/sandboxes/{s}").status == 404
+            assert d.delete(s).status == 404
+            r = d.exec(s, "true")
+            assert r.status == 404, r
+        assert d.request("GET", "/sandbox/sandboxes").json["total"] == 0
+        # The capacity is free at once, and the new sandboxes get uid ranges of their own
+        # (the deleted ones keep theirs until their teardown ends).
+        fresh = [d.create(), d.create()]
+        for s in sids:
+            assert wait_no_leftovers(d.state_dir, s) == [], s
+        assert d.exec(fresh[0], "id -u").json["stdout"] == "0\n"
+        m = d.request("GET", "/sandbox/metrics").json
+        assert m["totalKilled"] == 2 and m["totalCreated"] == 4, m
+    finally:
+        d.cleanup()
+
+
+def test_crash_during_delete_teardown_leaves_nothing(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        sids = [d.create() for _ in range(4)]
+        for s in sids:
+            d.exec(s, "sleep 300 >/dev/null 2>&1 &")
+        for s in sids:
+            assert d.delete(s).status == 200
+        # Killed while some teardowns may still run: the restart finishes them.
+        d.proc.kill()
+        d.proc.wait()
+        d.log.close()
+        d.start()
+        for s in sids:
+            assert wait_no_leftovers(d.state_dir, s) == [], s
+            assert d.request("GET", f"/sandbox/sandboxes/{s}").status == 404
+        assert d.request("GET", "/sandbox/sandboxes").json["total"] == 0
+        # No record is left behind either, hidden or not.
+        con = sqlite3.connect(f"file:{os.path.join(d.state_dir, 'sandboxd.db')}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT id, status FROM sandboxes").fetchall()
+        finally:
+            con.close()
+        assert not [r for r in rows if r[0] in sids], rows
+    finally:
+        d.cleanup()
+
+
+def test_last_exec_at_follows_activity(daemon):
+    sid = daemon.create()
+    before = daemon.request("GET", f"/sandbox/sandboxes/{sid}").json["lastExecAt"]
+    time.sleep(0.05)
+    daemon.exec(sid, "true")
+    after = daemon.request("GET", f"/sandbox/sandboxes/{sid}").json["lastExecAt"]
+    assert after > before
+    listed = [s for s in daemon.request("GET", "/sandbox/sandboxes").json["items"] if s["id"] == sid]
+    assert listed[0]["lastExecAt"] == after
+    daemon.delete(sid)

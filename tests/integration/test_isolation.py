@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import host_leftovers
+from conftest import host_leftovers, wait_no_leftovers
 
 
 def sh(daemon, sid, command, **kw):
@@ -182,5 +182,5 @@ def test_delete_leaves_nothing(daemon):
     sh(daemon, sid, "sleep 100 >/dev/null 2>&1 & echo data > /workspace/f")
     assert host_leftovers(daemon.state_dir, sid), "the sandbox should have host resources while it runs"
     assert daemon.delete(sid).status == 200
-    assert host_leftovers(daemon.state_dir, sid) == []
+    assert wait_no_leftovers(daemon.state_dir, sid) == []
     assert not os.path.exists(os.path.join(daemon.state_dir, "run", "sandboxes", sid + ".sock"))

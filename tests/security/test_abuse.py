@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, Daemon, host_leftovers, sh
+from conftest import BUILD, Daemon, host_leftovers, sh, wait_no_leftovers
 
 LATENCIES = {}
 
@@ -192,6 +192,6 @@ def test_sigterm_ignoring_process_does_not_block_delete(daemon, bystander):
         r = daemon.delete(sid)
         took = time.monotonic() - t0
     assert r.status == 200, r
-    assert host_leftovers(daemon.state_dir, sid) == []
+    assert wait_no_leftovers(daemon.state_dir, sid) == []
     LATENCIES["delete of a sandbox ignoring SIGTERM"]["delete_ms"] = round(took * 1000, 1)
     assert took < 15, took  # promptly: SIGKILL of the whole tree, not a wait for SIGTERM

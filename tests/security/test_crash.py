@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, agent_pid, host_leftovers, sh
+from conftest import Daemon, agent_pid, host_leftovers, sh, wait_no_leftovers
 
 
 def submit(d, sid, command):
@@ -87,7 +87,8 @@ def drain(resp, limit=10 << 20):
 
 
 def all_leftovers(d, sids):
-    return {s: host_leftovers(d.state_dir, s) for s in sids if host_leftovers(d.state_dir, s)}
+    found = {s: wait_no_leftovers(d.state_dir, s) for s in sids}
+    return {s: f for s, f in found.items() if f}
 
 
 def test_kill9_with_streams_and_queued_jobs(busybox_rootfs):

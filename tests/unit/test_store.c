@@ -228,6 +228,43 @@ TEST(counters)
     sbx_store_close(st);
 }
 
+TEST(update_counting_is_one_transaction)
+{
+    sbx_err_t err = SBX_ERR_INIT;
+    sbx_store_t *st = open_or_die(tmp_db());
+    sbx_sandbox_rec_t r;
+    fill(&r, "sbx_count", 1, 3, "running");
+    CHECK_EQ_INT(sbx_store_sandbox_insert(st, &r, &err), 0);
+    free(r.status);
+    r.status = xstrdup("deleting");
+    CHECK_EQ_INT(sbx_store_sandbox_update_counting(st, &r, "totalKilled", &err), 0);
+    sbx_sandbox_rec_t got = {0};
+    CHECK_EQ_INT(sbx_store_sandbox_get(st, "sbx_count", &got, &err), 0);
+    CHECK_EQ_STR(got.status, "deleting");
+    sbx_sandbox_rec_release(&got);
+    int64_t v = -1, live = -1;
+    CHECK_EQ_INT(sbx_store_counter_get(st, "totalKilled", &v, &err), 0);
+    CHECK_EQ_INT(v, 1);
+    /* A record being deleted holds its uid slot but no capacity. */
+    CHECK_EQ_INT(sbx_store_sandbox_count_live(st, &live, &err), 0);
+    CHECK_EQ_INT(live, 0);
+    CHECK_EQ_INT(sbx_store_free_slot(st, &v, &err), 0);
+    CHECK_EQ_INT(v, 0);
+    fill(&got, "sbx_other", 2, 0, "running");
+    CHECK_EQ_INT(sbx_store_sandbox_insert(st, &got, &err), 0);
+    sbx_sandbox_rec_release(&got);
+    CHECK_EQ_INT(sbx_store_free_slot(st, &v, &err), 0);
+    CHECK_EQ_INT(v, 1);
+    /* An unknown id changes nothing: the counter is rolled back with the update. */
+    snprintf(r.id, sizeof r.id, "sbx_missing");
+    CHECK_EQ_INT(sbx_store_sandbox_update_counting(st, &r, "totalKilled", &err), -1);
+    CHECK_EQ_INT(err.kind, SBX_E_NOT_FOUND);
+    CHECK_EQ_INT(sbx_store_counter_get(st, "totalKilled", &v, &err), 0);
+    CHECK_EQ_INT(v, 1);
+    sbx_sandbox_rec_release(&r);
+    sbx_store_close(st);
+}
+
 TEST(reopen_persists_and_checks)
 {
     sbx_err_t err = SBX_ERR_INIT;

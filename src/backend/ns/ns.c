@@ -485,6 +485,19 @@ static void kill_init(const sbx_sandbox_rt_t *rt)
     close(pfd);
 }
 
+static void ns_kill(const sbx_sandbox_rt_t *rt)
+{
+    if (!rt || rt->pid <= 0)
+        return;
+    int pfd = (int)syscall(SYS_pidfd_open, rt->pid, 0);
+    if (pfd < 0)
+        return;
+    uint64_t start;
+    if (read_proc_stat(rt->pid, &start, NULL) == 0 && start == rt->pid_start)
+        syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+    close(pfd);
+}
+
 static int ns_destroy(const char *id, const sbx_sandbox_rt_t *rt, sbx_err_t *err)
 {
     if (!ns.ready)
@@ -609,6 +622,7 @@ const sbx_backend_t sbx_backend_ns = {
     .connect = ns_connect,
     .alive = ns_alive,
     .destroy = ns_destroy,
+    .kill = ns_kill,
     .stats = ns_stats,
     .list_leftovers = ns_list_leftovers,
     .update = ns_update,
