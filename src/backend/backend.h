@@ -17,6 +17,7 @@ typedef struct {
     const char *run_dir;       /* e.g. /run/sandboxd; agent sockets live in <run_dir>/sandboxes/ */
     const char *agent_path;    /* path of the sandbox-agent binary to seal into a memfd */
     const char *cgroup_parent; /* cgroup directory name under each hierarchy, e.g. "sandboxd" */
+    bool cgroup_favor_dynmods; /* make task migrations between cgroups fast (isolation.md) */
 } sbx_backend_config_t;
 
 /* What a sandbox should be.  All strings are borrowed for the duration of the call. */

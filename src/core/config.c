@@ -86,6 +86,7 @@ void sbx_config_defaults(sbx_config_t *cfg)
     cfg->agent_path = xasprintf("%s/sandbox-agent", strcmp(dir, "/") ? dir : "");
     cfg->api_prefix = xstrdup("sandbox");
     cfg->auto_install = true;
+    cfg->cgroup_favor_dynmods = true;
     strv_push(&cfg->image_allowlist, &cfg->n_image_allowlist, "python");
     strv_push(&cfg->image_allowlist, &cfg->n_image_allowlist, "node");
     strv_push(&cfg->allowed_images, &cfg->n_allowed_images, "*");
@@ -381,6 +382,8 @@ static int apply_key(yctx_t *y, const char *key, const yaml_node_t *k, const yam
 #define IS(name) (!strcmp(key, name))
     if (IS("auto_install"))
         return get_bool(y, key, v, &c->auto_install);
+    if (IS("cgroup_favor_dynmods"))
+        return get_bool(y, key, v, &c->cgroup_favor_dynmods);
     if (IS("image_allowlist"))
         return set_strlist(y, key, v, &c->image_allowlist, &c->n_image_allowlist);
     if (IS("pool_images")) {

@@ -70,6 +70,7 @@ typedef struct {
     size_t n_pool_images;
     bool pool_images_set;
     int64_t queue_retry_base_ms; /* 1000: first retry delay, doubled per retry */
+    bool cgroup_favor_dynmods;   /* true: fast cgroup migrations (favordynmods), see isolation.md */
     bool debug;                  /* --debug: debug logging */
 } sbx_config_t;
 

@@ -126,6 +126,7 @@ int main(int argc, char **argv, char **envp)
         .run_dir = cfg.run_dir,
         .agent_path = cfg.agent_path,
         .cgroup_parent = "sandboxd",
+        .cgroup_favor_dynmods = cfg.cgroup_favor_dynmods,
     };
     if (be->init(&bcfg, &err) < 0)
         return fail(&err);

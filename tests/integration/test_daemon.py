@@ -237,3 +237,72 @@ def test_last_exec_at_follows_activity(daemon):
     listed = [s for s in daemon.request("GET", "/sandbox/sandboxes").json["items"] if s["id"] == sid]
     assert listed[0]["lastExecAt"] == after
     daemon.delete(sid)
+
+
+def spawner_pids(daemon_pid):
+    """The daemon's sandbox spawner (spawner.h): its child named sandboxd-spawn."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        if comm == "sandboxd-spawn" and ppid == daemon_pid:
+            out.append(int(p))
+    return out
+
+
+def test_spawner_forks_sandboxes_and_its_loss_is_survived(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        spawners = spawner_pids(d.proc.pid)
+        assert len(spawners) == 1, spawners
+        sid = d.create()
+        # The sandbox's init is adopted by the daemon (the subreaper), not by the spawner.
+        with open(f"/proc/{agent_pid(sid)}/stat") as f:
+            st = f.read()
+        assert int(st[st.rindex(")") + 2:].split()[1]) == d.proc.pid
+        # The spawner keeps no descriptor but stdio, the agent memfd and its socket.
+        fds = {os.readlink(f"/proc/{spawners[0]}/fd/{n}") for n in os.listdir(f"/proc/{spawners[0]}/fd")}
+        assert not [f for f in fds if d.state_dir in f or f.endswith(".db")], fds
+        # Without it, creates still work: the daemon forks them itself.
+        os.kill(spawners[0], signal.SIGKILL)
+        other = d.create()
+        assert d.exec(other, "echo ok").json["stdout"] == "ok\n"
+        assert "spawner lost" in d.read_log()
+        for s in (sid, other):
+            assert d.delete(s).status == 200
+            assert wait_no_leftovers(d.state_dir, s) == [], s
+    finally:
+        d.cleanup()
+    # It ends with the daemon.
+    assert not spawner_pids(d.proc.pid)
+
+
+def test_cgroup_favor_dynmods_hierarchy(busybox_rootfs):
+    d = Daemon(busybox_rootfs).start()
+    try:
+        with open(f"/proc/{d.proc.pid}/cgroup") as f:
+            assert "name=sandboxd-dynmods" in f.read()
+        assert "cgroup favordynmods on" in d.read_log()
+        # It lives in the daemon's private mount namespace only.
+        with open("/proc/self/mountinfo") as f:
+            assert "cgroup-dynmods" not in f.read()
+        sid = d.create()
+        with open(f"/proc/{agent_pid(sid)}/mountinfo") as f:
+            assert "cgroup-dynmods" not in f.read()
+        d.delete(sid)
+    finally:
+        d.cleanup()
+    off = Daemon(busybox_rootfs, config={"cgroup_favor_dynmods": False}).start()
+    try:
+        assert "cgroup favordynmods on" not in off.read_log()
+        sid = off.create()
+        assert off.exec(sid, "true").status == 200
+    finally:
+        off.cleanup()

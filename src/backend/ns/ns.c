@@ -9,6 +9,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 #include "backend/ns/child.h"
 #include "backend/ns/mounts.h"
 #include "backend/ns/seccomp.h"
+#include "backend/ns/spawner.h"
 #include "common/util.h"
 
 /* Paths here are built from bounded parts (validated ids, state and cgroup directories
@@ -107,6 +109,33 @@ static int check_path(const char *what, const char *p, sbx_err_t *err)
     return 0;
 }
 
+/* Moving a process into a cgroup (the write to cgroup.procs that puts C in the sandbox's
+ * groups) takes the kernel's cgroup_threadgroup_rwsem for writing, which by default waits
+ * for an RCU grace period: 6-13 ms on a small VM, the largest single cost of a create.
+ * The "favordynmods" option switches that lock to a mode where writers do not wait, at a
+ * small cost to every fork and exit on the host (kernel admin-guide, cgroup-v2).  It is an
+ * option of a hierarchy but acts on the lock every hierarchy shares, so mounting one
+ * empty named v1 hierarchy with it, in the daemon's private mount namespace, is enough;
+ * the hierarchy, and the mode with it, goes when the daemon's mount namespace does.  Best
+ * effort: a kernel without v1 cgroups or without the option keeps the default. */
+static void favor_dynmods(const char *run_dir)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/cgroup-dynmods", run_dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        log_warn("cgroup favordynmods: mkdir `%s`: %s", dir, strerror(errno));
+        return;
+    }
+    if (mount("cgroup", dir, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "none,name=sandboxd-dynmods,favordynmods") < 0) {
+        log_info("cgroup favordynmods not available (%s): cgroup migrations keep the kernel's default speed",
+                 strerror(errno));
+        return;
+    }
+    log_info(
+        "cgroup favordynmods on: fast migrations into sandbox cgroups (hierarchy name=sandboxd-dynmods)");
+}
+
 static int ns_init(const sbx_backend_config_t *cfg, sbx_err_t *err)
 {
     if (ns.ready)
@@ -128,6 +157,8 @@ static int ns_init(const sbx_backend_config_t *cfg, sbx_err_t *err)
         return sbx_error(err, errno, "namespace backend: PR_SET_CHILD_SUBREAPER");
     if (sbx_cgroup_init(cfg->cgroup_parent ? cfg->cgroup_parent : "sandboxd", err) < 0)
         return sbx_error_wrap(err, "namespace backend");
+    if (cfg->cgroup_favor_dynmods)
+        favor_dynmods(cfg->run_dir);
     if (seal_agent(cfg->agent_path, err) < 0)
         return sbx_error_wrap(err, "namespace backend");
     if (sbx_seccomp_build(&ns.seccomp, err) < 0)
@@ -140,6 +171,10 @@ static int ns_init(const sbx_backend_config_t *cfg, sbx_err_t *err)
     if (ns.nofile.rlim_max != RLIM_INFINITY && ns.nofile.rlim_max < want)
         want = ns.nofile.rlim_max;
     ns.nofile.rlim_cur = ns.nofile.rlim_max = want;
+    /* Last, while the daemon is still small and has one thread (spawner.h). */
+    sbx_err_t e2 = SBX_ERR_INIT;
+    if (sbx_spawner_start(ns.agent_fd, &e2) < 0)
+        log_warn("%s; sandboxes will be forked by the daemon itself", e2.msg);
     ns.ready = true;
     return 0;
 }
@@ -359,6 +394,7 @@ static int ns_create(const sbx_sandbox_spec_t *spec, sbx_sandbox_rt_t *rt, sbx_e
     if (check_spec(spec, err) < 0)
         return -1;
     struct creating cr = {.spec = spec, .c_pid = -1, .g_pid = -1};
+    int c_pidfd = -1;
     cr.plan = (sbx_child_plan_t){.ctl_rd = -1, .ctl_wr = -1, .go_rd = -1, .go_wr = -1, .sock_fd = -1};
     sandbox_dir(cr.dir, sizeof cr.dir, spec->id);
     memset(rt, 0, sizeof *rt);
@@ -385,9 +421,12 @@ static int ns_create(const sbx_sandbox_spec_t *spec, sbx_sandbox_rt_t *rt, sbx_e
     cr.plan.go_rd = go[0];
     cr.plan.go_wr = go[1];
     fill_plan(&cr);
-    /* fork, not clone: glibc's fork handlers keep malloc and stdio usable in the parent;
-     * the child itself only makes syscalls (child.h). */
-    cr.c_pid = fork();
+    /* C comes from the spawner when there is one; else from a fork of the daemon (fork,
+     * not clone: glibc's fork handlers keep malloc and stdio usable in the parent; the
+     * child itself only makes syscalls, child.h). */
+    cr.c_pid = sbx_spawner_spawn(&cr.plan, &c_pidfd);
+    if (cr.c_pid < 0)
+        cr.c_pid = fork();
     if (cr.c_pid < 0) {
         sbx_error(err, errno, "fork");
         goto out;
@@ -405,7 +444,15 @@ static int ns_create(const sbx_sandbox_spec_t *spec, sbx_sandbox_rt_t *rt, sbx_e
     }
 out:
     close_fd(&cr.plan.go_wr); /* C, if still waiting for GO, exits on EOF */
-    if (cr.c_pid > 0) {
+    if (c_pidfd >= 0) {
+        /* The spawner reaps C; wait until it has exited. */
+        if (rc < 0)
+            syscall(SYS_pidfd_send_signal, c_pidfd, SIGKILL, NULL, 0);
+        struct pollfd p = {.fd = c_pidfd, .events = POLLIN};
+        while (poll(&p, 1, KILL_TIMEOUT_MS) < 0 && errno == EINTR) {
+        }
+        close(c_pidfd);
+    } else if (cr.c_pid > 0) {
         if (rc < 0)
             kill(cr.c_pid, SIGKILL);
         while (waitpid(cr.c_pid, NULL, 0) < 0 && errno == EINTR) {
