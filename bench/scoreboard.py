@@ -142,6 +142,23 @@ def describe_bomber(ev):
     return f"; B: {', '.join(parts)}" if parts else ""
 
 
+
+def spawner_pids(daemon_pid):
+    """Children of the daemon named sandboxd-spawn (its sandbox spawner)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.index("(") + 1:st.rindex(")")] == "sandboxd-spawn" and \
+                int(st[st.rindex(")") + 2:].split()[1]) == daemon_pid:
+            out.append(int(p))
+    return out
+
 class Scoreboard:
     def __init__(self, d, rootfs, tmp, quick, client):
         self.Client = client
@@ -357,7 +374,9 @@ class Scoreboard:
         if not shutil.which("perf"):
             return {"skipped": "perf not installed"}
         data = os.path.join(self.tmp, "perf.data")
-        perf = subprocess.Popen(["perf", "record", "-g", "-F", "4999", "-p", str(self.pid), "-o", data],
+        # The daemon's sandbox spawner forks each sandbox's first processes: profile it too.
+        pids = [str(self.pid)] + [str(p) for p in spawner_pids(self.pid)]
+        perf = subprocess.Popen(["perf", "record", "-g", "-F", "4999", "-p", ",".join(pids), "-o", data],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         lat = []
@@ -504,7 +523,7 @@ class Scoreboard:
             for p, s in pr["top_self"][:12]:
                 term.append(f"  {p:5.1f}%  {s}")
             md += ["", "### Where the lifecycle time goes (perf)", "",
-                   f"`perf record -g -p <sandboxd>` (children included) over {pr['rounds']} create → exec → "
+                   f"`perf record -g -p <sandboxd>,<its spawner>` (children included) over {pr['rounds']} create → exec → "
                    "delete rounds. Share of samples by command, then the top functions by self time:", "",
                    "| % | command |", "|---|---|"]
             md += [f"| {p:.1f} | {s} |" for p, s in pr["by_comm"][:8]]
