@@ -343,10 +343,10 @@ static void apply_image_config(sbx_core_t *core, const sbx_create_req_t *req, sb
     sbx_image_config_release(&ic);
 }
 
-/* Creates a sandbox for a request, or (pooled) a warm one the pool keeps for later. */
 static int create_request(sbx_core_t *core, const sbx_create_req_t *req, sbx_sandbox_rec_t *out,
                           sbx_err_t *err);
 
+/* Creates a sandbox for a request, or (pooled) a warm one the pool keeps for later. */
 static int create_impl(sbx_core_t *core, const sbx_create_req_t *req, bool pooled, sbx_sandbox_rec_t *out,
                        sbx_err_t *err)
 {
@@ -838,9 +838,8 @@ static int delete_request(sbx_core_t *core, const char *id, sbx_err_t *err)
         return sbx_fail(err, SBX_E_CONFLICT, "S004",
                         "sandbox %s is still being created; delete it once it runs", id);
     int d = delete_live(core, id, err);
-    if (d != 0) {
+    if (d != 0)
         return d < 0 ? -1 : 0;
-    }
     sbx_err_t e = SBX_ERR_INIT;
     if (stop_live(core, id, NULL, "deleted", true, &e) == 0) {
         sbx_store_counter_add(core->store, "totalKilled", 1, NULL);
