@@ -24,7 +24,7 @@ from peers import Peers, note
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
-from conftest import agent_pid  # noqa: E402
+from conftest import agent_pid, spawner_pids  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -142,22 +142,6 @@ def describe_bomber(ev):
     return f"; B: {', '.join(parts)}" if parts else ""
 
 
-
-def spawner_pids(daemon_pid):
-    """Children of the daemon named sandboxd-spawn (its sandbox spawner)."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.index("(") + 1:st.rindex(")")] == "sandboxd-spawn" and \
-                int(st[st.rindex(")") + 2:].split()[1]) == daemon_pid:
-            out.append(int(p))
-    return out
 
 class Scoreboard:
     def __init__(self, d, rootfs, tmp, quick, client):

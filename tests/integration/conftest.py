@@ -252,6 +252,24 @@ def wait_no_leftovers(state_dir, sid, timeout=10):
     return found
 
 
+def spawner_pids(daemon_pid):
+    """The daemon's sandbox spawner (spawner.h): its child named sandboxd-spawn."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        if comm == "sandboxd-spawn" and ppid == daemon_pid:
+            out.append(int(p))
+    return out
+
+
 def agent_pid(sid):
     """The host pid of a sandbox's agent (its PID 1), found through its cgroup."""
     for pid in os.listdir("/proc"):

@@ -6,7 +6,7 @@ import sqlite3
 import subprocess
 import time
 
-from conftest import SANDBOXD, Daemon, agent_pid, host_leftovers, wait_no_leftovers
+from conftest import SANDBOXD, Daemon, agent_pid, host_leftovers, spawner_pids, wait_no_leftovers
 
 
 def run_sandboxd(args, env=None, timeout=10):
@@ -237,24 +237,6 @@ def test_last_exec_at_follows_activity(daemon):
     listed = [s for s in daemon.request("GET", "/sandbox/sandboxes").json["items"] if s["id"] == sid]
     assert listed[0]["lastExecAt"] == after
     daemon.delete(sid)
-
-
-def spawner_pids(daemon_pid):
-    """The daemon's sandbox spawner (spawner.h): its child named sandboxd-spawn."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        comm = st[st.index("(") + 1:st.rindex(")")]
-        ppid = int(st[st.rindex(")") + 2:].split()[1])
-        if comm == "sandboxd-spawn" and ppid == daemon_pid:
-            out.append(int(p))
-    return out
 
 
 def test_spawner_forks_sandboxes_and_its_loss_is_survived(busybox_rootfs):
