@@ -24,7 +24,7 @@ _spec.loader.exec_module(harness)
 
 from sbx_integration_conftest import (  # noqa: E402,F401  (fixtures are re-exported)
     BUILD, CLI, ROOT, SANDBOXD, Daemon, Response, agent_pid, daemon, free_port, host_leftovers,
-    make_busybox_rootfs, make_daemon, sandbox, wait_no_leftovers)
+    make_busybox_rootfs, make_daemon, sandbox, spawner_pids, wait_no_leftovers)
 
 ATTACKS = sorted(glob.glob(os.path.join(HERE, "attacks", "*.c")))
 
