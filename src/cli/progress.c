@@ -99,13 +99,7 @@ static void *progress_main(void *arg)
             next_poll = sbx_mono_ms() + POLL_MS;
         }
         draw(p, frame++);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += FRAME_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = sbx_timespec_in(CLOCK_MONOTONIC, FRAME_MS);
         pthread_mutex_lock(&p->lock);
         while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
             ;

@@ -92,6 +92,19 @@ int64_t sbx_mono_ms(void)
     return sbx_mono_ns() / 1000000;
 }
 
+struct timespec sbx_timespec_in(clockid_t clock, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 int sbx_write_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;

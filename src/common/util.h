@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "common/err.h"
 
@@ -48,6 +49,8 @@ static inline int steal_fd(int *fd)
 int64_t sbx_now_ms(void);
 int64_t sbx_mono_ms(void);
 int64_t sbx_mono_ns(void);
+/* The time `ms` milliseconds from now on `clock`, for pthread_cond_timedwait and the like. */
+struct timespec sbx_timespec_in(clockid_t clock, int64_t ms);
 
 /* Writes `len` bytes, retrying on EINTR and short writes. Returns 0 or -1 with errno. */
 int sbx_write_all(int fd, const void *buf, size_t len);

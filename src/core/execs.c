@@ -703,14 +703,7 @@ int sbx_core_exec_wait(sbx_core_t *core, const char *exec_id, int64_t timeout_ms
             break;
         if (left > 1000)
             left = 1000;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, left);
         pthread_cond_timedwait(&core->exec_cv, &core->mu, &ts);
     }
     pthread_mutex_unlock(&core->mu);
@@ -908,14 +901,7 @@ int sbx_core_exec_log_wait(sbx_core_t *core, const char *exec_id, sbx_log_stream
         int64_t left = deadline - sbx_mono_ms();
         if (!e || !e->info.running || left <= 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t step = left < 200 ? left : 200;
-        ts.tv_nsec += step * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, left < 200 ? left : 200);
         pthread_cond_timedwait(&core->exec_cv, &core->mu, &ts);
     }
     pthread_mutex_unlock(&core->mu);
@@ -964,13 +950,7 @@ void core_execs_release(sbx_core_t *core)
     pthread_mutex_lock(&core->mu);
     int64_t deadline = sbx_mono_ms() + 5000;
     while (core->execs && sbx_mono_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, 100);
         pthread_cond_timedwait(&core->exec_cv, &core->mu, &ts);
     }
     pthread_mutex_unlock(&core->mu);

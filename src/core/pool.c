@@ -45,13 +45,7 @@ static void wait_quiet(sbx_core_t *core)
         int64_t quiet = now - __atomic_load_n(&core->activity_ms, __ATOMIC_RELAXED);
         if (quiet >= POOL_QUIET_MS || now - start >= POOL_MAX_DEFER_MS)
             return;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (POOL_QUIET_MS - quiet) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, POOL_QUIET_MS - quiet);
         pthread_cond_timedwait(&core->pool_cv, &core->mu, &ts);
     }
 }
@@ -94,9 +88,7 @@ static void *pool_main(void *arg)
             break;
         /* Woken at once when a create takes a warm sandbox; otherwise a slow tick notices
          * images installed since (and retries after a failure without spinning). */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += ok ? 1 : 5;
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, ok ? 1000 : 5000);
         pthread_cond_timedwait(&core->pool_cv, &core->mu, &ts);
     }
     pthread_mutex_unlock(&core->mu);

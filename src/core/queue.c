@@ -240,14 +240,7 @@ static void run_job(sbx_queue_t *q, sbx_job_rec_t *job)
 
 static void wait_ms(sbx_queue_t *q, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, ms);
     pthread_cond_timedwait(&q->cv, &q->mu, &ts);
 }
 

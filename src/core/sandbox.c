@@ -738,6 +738,18 @@ static int stop_live(sbx_core_t *core, const char *id, const char *status, const
     return rc;
 }
 
+/* Runs fn(arg) on a new detached thread; 0, or the pthread_create error. */
+static int start_detached(void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
 /* At most this many deleted sandboxes are torn down in the background at once; past it a
  * delete does its teardown itself, so a create/delete loop cannot pile work up. */
 #define MAX_TEARDOWNS 8
@@ -776,8 +788,9 @@ static void *teardown_main(void *arg)
  * before this returns; unmounting, removing the cgroups and the directory, and dropping
  * the record happen on a background thread.  Returns 1 when it handled the sandbox, 0 when
  * the caller should tear it down in place, -1 on error. */
-static int delete_live(sbx_core_t *core, const char *id, sbx_err_t *err)
+static int delete_live(sbx_core_t *core, sbx_sandbox_rec_t *rec, sbx_err_t *err)
 {
+    const char *id = rec->id;
     pthread_mutex_lock(&core->mu);
     live_t *l = core_find_live(core, id);
     if (!l || l->stopping || core->shutting_down || core->teardowns >= MAX_TEARDOWNS || !core->be->kill) {
@@ -790,28 +803,17 @@ static int delete_live(sbx_core_t *core, const char *id, sbx_err_t *err)
     pthread_mutex_unlock(&core->mu);
 
     core->be->kill(&l->rt);
-    sbx_sandbox_rec_t rec = {0};
-    int rc = sbx_store_sandbox_get(core->store, id, &rec, err);
-    if (rc == 0) {
-        rec_set_str(&rec.status, "deleting");
-        rec_set_str(&rec.stop_reason, "deleted");
-        rec.stopped_at = sbx_now_ms();
-        rc = sbx_store_sandbox_update_counting(core->store, &rec, "totalKilled", err);
-    }
-    sbx_sandbox_rec_release(&rec);
+    rec_set_str(&rec->status, "deleting");
+    rec_set_str(&rec->stop_reason, "deleted");
+    rec->stopped_at = sbx_now_ms();
+    int rc = sbx_store_sandbox_update_counting(core->store, rec, "totalKilled", err);
     if (rc < 0)
         log_warn("sandbox %s: cannot mark it deleted (%s); tearing it down anyway", id, err->msg);
 
     teardown_t *t = xcalloc(1, sizeof *t);
     t->core = core;
     t->l = l;
-    pthread_attr_t attr;
-    pthread_t th;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int trc = pthread_create(&th, &attr, teardown_main, t);
-    pthread_attr_destroy(&attr);
-    if (trc)
+    if (start_detached(teardown_main, t) != 0)
         teardown_main(t); /* no thread: tear down in place */
     log_info("sandbox %s deleted", id);
     return rc < 0 ? -1 : 1;
@@ -833,11 +835,11 @@ static int delete_request(sbx_core_t *core, const char *id, sbx_err_t *err)
     if (sbx_core_get(core, id, &rec, err) < 0)
         return -1;
     bool creating = rec.status && !strcmp(rec.status, "creating");
+    int d = creating ? 0 : delete_live(core, &rec, err);
     sbx_sandbox_rec_release(&rec);
     if (creating)
         return sbx_fail(err, SBX_E_CONFLICT, "S004",
                         "sandbox %s is still being created; delete it once it runs", id);
-    int d = delete_live(core, id, err);
     if (d != 0)
         return d < 0 ? -1 : 0;
     sbx_err_t e = SBX_ERR_INIT;
@@ -893,13 +895,7 @@ int sbx_core_delete_async(sbx_core_t *core, const char *id, sbx_err_t *err)
     }
     core->async_deletes++;
     pthread_mutex_unlock(&core->mu);
-    pthread_attr_t attr;
-    pthread_t th;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, async_delete_main, job);
-    pthread_attr_destroy(&attr);
-    if (rc) {
+    if (start_detached(async_delete_main, job) != 0) {
         pthread_mutex_lock(&core->mu);
         core->async_deletes--;
         pthread_mutex_unlock(&core->mu);
@@ -964,9 +960,8 @@ static void *reaper_main(void *arg)
     sbx_core_t *core = arg;
     pthread_mutex_lock(&core->mu);
     while (!core->shutting_down) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += core->cfg->reaper_interval_secs > 0 ? core->cfg->reaper_interval_secs : 10;
+        int64_t secs = core->cfg->reaper_interval_secs > 0 ? core->cfg->reaper_interval_secs : 10;
+        struct timespec ts = sbx_timespec_in(CLOCK_MONOTONIC, secs * 1000);
         pthread_cond_timedwait(&core->reaper_cv, &core->mu, &ts);
         if (core->shutting_down)
             break;

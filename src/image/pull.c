@@ -892,14 +892,7 @@ int sbx_image_pull_wait(sbx_image_pull_op_t *op, uint64_t *seq, int timeout_ms,
                         sbx_image_layer_progress_t **layers, size_t *n_layers, sbx_image_info_t *info,
                         sbx_err_t *err)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = sbx_timespec_in(CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&op->mu);
     while (op->seq == *seq && !op->finished)
         if (pthread_cond_timedwait(&op->cv, &op->mu, &deadline) == ETIMEDOUT)

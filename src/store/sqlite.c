@@ -384,11 +384,41 @@ static int step_one_row(sbx_store_t *st, sqlite3_stmt *s, const char *id, const 
     return ret;
 }
 
+/* The UPDATE of a whole row and a counter increment, each one statement run with the
+ * connection already held; shared by the single calls and the combined transaction. */
+static int run_update(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_err_t *err)
+{
+    sqlite3_stmt *s = st->q[Q_UPDATE];
+    bind_rec(s, rec);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc != SQLITE_DONE)
+        ret = db_fail(err, st->db, rc, "update sandbox");
+    else if (sqlite3_changes(st->db) == 0)
+        ret = not_found(err, rec->id);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+static int run_counter_add(sbx_store_t *st, const char *name, int64_t delta, sbx_err_t *err)
+{
+    sqlite3_stmt *s = st->q[Q_COUNTER_ADD];
+    bind_text(s, 1, name);
+    sqlite3_bind_int64(s, 2, delta);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc != SQLITE_DONE)
+        ret = db_fail(err, st->db, rc, "update counter");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
 int sbx_store_sandbox_update(sbx_store_t *st, const sbx_sandbox_rec_t *rec, sbx_err_t *err)
 {
-    sqlite3_stmt *s = begin(st, Q_UPDATE);
-    bind_rec(s, rec);
-    return step_one_row(st, s, rec->id, "update sandbox", err);
+    pthread_mutex_lock(&st->mu);
+    int ret = run_update(st, rec, err);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
 }
 
 int sbx_store_sandbox_update_counting(sbx_store_t *st, const sbx_sandbox_rec_t *rec, const char *counter,
@@ -397,25 +427,9 @@ int sbx_store_sandbox_update_counting(sbx_store_t *st, const sbx_sandbox_rec_t *
     pthread_mutex_lock(&st->mu);
     int ret = exec_sql(st->db, "BEGIN IMMEDIATE", err);
     if (ret == 0) {
-        sqlite3_stmt *s = st->q[Q_UPDATE];
-        bind_rec(s, rec);
-        int rc = sqlite3_step(s);
-        if (rc != SQLITE_DONE)
-            ret = db_fail(err, st->db, rc, "update sandbox");
-        else if (sqlite3_changes(st->db) == 0)
-            ret = not_found(err, rec->id);
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
-        if (ret == 0) {
-            s = st->q[Q_COUNTER_ADD];
-            bind_text(s, 1, counter);
-            sqlite3_bind_int64(s, 2, 1);
-            rc = sqlite3_step(s);
-            if (rc != SQLITE_DONE)
-                ret = db_fail(err, st->db, rc, "update counter");
-            sqlite3_reset(s);
-            sqlite3_clear_bindings(s);
-        }
+        ret = run_update(st, rec, err);
+        if (ret == 0)
+            ret = run_counter_add(st, counter, 1, err);
         if (ret == 0)
             ret = exec_sql(st->db, "COMMIT", err);
         if (ret < 0)
@@ -508,13 +522,9 @@ int sbx_store_free_slot(sbx_store_t *st, int64_t *slot, sbx_err_t *err)
 
 int sbx_store_counter_add(sbx_store_t *st, const char *name, int64_t delta, sbx_err_t *err)
 {
-    sqlite3_stmt *s = begin(st, Q_COUNTER_ADD);
-    bind_text(s, 1, name);
-    sqlite3_bind_int64(s, 2, delta);
-    int rc = sqlite3_step(s), ret = 0;
-    if (rc != SQLITE_DONE)
-        ret = db_fail(err, st->db, rc, "update counter");
-    end(st, s);
+    pthread_mutex_lock(&st->mu);
+    int ret = run_counter_add(st, name, delta, err);
+    pthread_mutex_unlock(&st->mu);
     return ret;
 }
 

@@ -508,19 +508,32 @@ static bool ns_alive(const sbx_sandbox_rt_t *rt)
     return start == rt->pid_start && state != 'Z' && state != 'X';
 }
 
-/* Kills the sandbox's PID 1 (and with it its whole pid namespace) if rt still names it,
- * and reaps it: the daemon is its subreaper (init).  A pidfd pins the process between
- * the identity check and the signal, and waitid(P_PIDFD) reaps exactly that process. */
-static void kill_init(const sbx_sandbox_rt_t *rt)
+/* Sends SIGKILL to the sandbox's PID 1 (and with it its whole pid namespace) if rt still
+ * names it.  Returns a pidfd for that process (caller closes), or -1 if rt names no live
+ * process of ours any more.  The pidfd pins the process between the identity check and
+ * the signal. */
+static int signal_init(const sbx_sandbox_rt_t *rt)
 {
     if (!rt || rt->pid <= 0)
-        return;
+        return -1;
     int pfd = (int)syscall(SYS_pidfd_open, rt->pid, 0);
     if (pfd < 0)
-        return;
+        return -1;
     uint64_t start;
-    if (read_proc_stat(rt->pid, &start, NULL) == 0 && start == rt->pid_start) {
-        syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0); /* no-op on a zombie */
+    if (read_proc_stat(rt->pid, &start, NULL) < 0 || start != rt->pid_start) {
+        close(pfd);
+        return -1;
+    }
+    syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0); /* no-op on a zombie */
+    return pfd;
+}
+
+/* Kills the sandbox's PID 1 and reaps it: the daemon is its subreaper (init), and
+ * waitid(P_PIDFD) reaps exactly that process. */
+static void kill_init(const sbx_sandbox_rt_t *rt)
+{
+    int pfd = signal_init(rt);
+    if (pfd >= 0) {
         struct pollfd p = {.fd = pfd, .events = POLLIN};
         while (poll(&p, 1, KILL_TIMEOUT_MS) < 0 && errno == EINTR) {
         }
@@ -528,21 +541,15 @@ static void kill_init(const sbx_sandbox_rt_t *rt)
          * the host's init) is its parent: then that one reaps it. */
         siginfo_t si;
         waitid((idtype_t)P_PIDFD, (id_t)pfd, &si, WEXITED | WNOHANG);
+        close(pfd);
     }
-    close(pfd);
 }
 
 static void ns_kill(const sbx_sandbox_rt_t *rt)
 {
-    if (!rt || rt->pid <= 0)
-        return;
-    int pfd = (int)syscall(SYS_pidfd_open, rt->pid, 0);
-    if (pfd < 0)
-        return;
-    uint64_t start;
-    if (read_proc_stat(rt->pid, &start, NULL) == 0 && start == rt->pid_start)
-        syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
-    close(pfd);
+    int pfd = signal_init(rt);
+    if (pfd >= 0)
+        close(pfd);
 }
 
 static int ns_destroy(const char *id, const sbx_sandbox_rt_t *rt, sbx_err_t *err)

@@ -34,14 +34,16 @@ static void reap_children(void)
     }
 }
 
-/* Receives one plan with its descriptors.  1, 0 on EOF, -1 on error. */
-static int recv_plan(int fd, sbx_child_plan_t *plan, int fds[N_FDS])
+/* Receives one message of exactly `len` bytes with exactly `want` descriptors (at most
+ * N_FDS).  Returns 1, 0 on EOF, -1 on error (EPROTO for a message of another shape, whose
+ * descriptors are closed). */
+static int recv_with_fds(int fd, void *buf, size_t len, int *fds, int want)
 {
     union {
         char buf[CMSG_SPACE(N_FDS * sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct iovec iov = {plan, sizeof *plan};
+    struct iovec iov = {buf, len};
     struct msghdr mh = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
     ssize_t n;
@@ -51,40 +53,52 @@ static int recv_plan(int fd, sbx_child_plan_t *plan, int fds[N_FDS])
     if (n <= 0)
         return n == 0 ? 0 : -1;
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    int got = 0;
+    int got = 0, in[N_FDS];
     if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
         got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    if (got > N_FDS)
+        got = N_FDS;
     if (got > 0)
-        memcpy(fds, CMSG_DATA(c), (size_t)(got < N_FDS ? got : N_FDS) * sizeof(int));
-    if ((size_t)n != sizeof *plan || got != N_FDS || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-        for (int i = 0; i < got && i < N_FDS; i++)
-            close(fds[i]);
+        memcpy(in, CMSG_DATA(c), (size_t)got * sizeof(int));
+    if ((size_t)n != len || got != want || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        for (int i = 0; i < got; i++)
+            close(in[i]);
         errno = EPROTO;
         return -1;
     }
+    memcpy(fds, in, (size_t)got * sizeof(int));
     return 1;
+}
+
+/* Sends one message with up to N_FDS descriptors.  Returns what sendmsg returned. */
+static ssize_t send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds)
+{
+    union {
+        char buf[CMSG_SPACE(N_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+    }
+    ssize_t n;
+    do
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
 }
 
 static void send_reply(int fd, int32_t pid, int pidfd)
 {
     reply_t r = {pid};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {&r, sizeof r};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof u.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-    }
-    while (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-    }
+    send_with_fds(fd, &r, sizeof r, &pidfd, pidfd >= 0 ? 1 : 0);
 }
 
 /* The spawner process.  Never returns. */
@@ -111,7 +125,7 @@ __attribute__((noreturn)) static void spawner_main(int fd, int agent_fd, pid_t d
             continue;
         sbx_child_plan_t plan;
         int fds[N_FDS];
-        int r = recv_plan(fd, &plan, fds);
+        int r = recv_with_fds(fd, &plan, sizeof plan, fds, N_FDS);
         if (r == 0)
             _exit(0);
         if (r < 0) {
@@ -190,78 +204,35 @@ pid_t sbx_spawner_spawn(const sbx_child_plan_t *plan, int *pidfd)
         return -1;
     }
     int fds[N_FDS] = {plan->ctl_wr, plan->go_rd, plan->sock_fd};
-    union {
-        char buf[CMSG_SPACE(N_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {(void *)plan, sizeof *plan};
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
-    ssize_t n;
-    do
-        n = sendmsg(sp.fd, &mh, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = send_with_fds(sp.fd, plan, sizeof *plan, fds, N_FDS);
     if (n != (ssize_t)sizeof *plan) {
         spawner_lost("cannot send to it");
         pthread_mutex_unlock(&sp.mu);
         return -1;
     }
 
+    /* The spawner answers at once; a stuck one is replaced by forking in place.  A reply
+     * carries C's pidfd, or no descriptor and -errno when the fork failed. */
     reply_t r = {0};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ru;
-    iov = (struct iovec){&r, sizeof r};
-    struct msghdr rh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ru.buf, .msg_controllen = sizeof ru.buf};
-    /* The spawner answers at once; a stuck one is replaced by forking in place. */
+    int got_fd = -1;
     struct pollfd p = {.fd = sp.fd, .events = POLLIN};
     int pr;
     do
         pr = poll(&p, 1, 5000);
     while (pr < 0 && errno == EINTR);
-    do
-        n = pr > 0 ? recvmsg(sp.fd, &rh, MSG_CMSG_CLOEXEC) : -1;
-    while (n < 0 && errno == EINTR && pr > 0);
-    int got_fd = -1;
-    struct cmsghdr *rc = n > 0 ? CMSG_FIRSTHDR(&rh) : NULL;
-    if (rc && rc->cmsg_level == SOL_SOCKET && rc->cmsg_type == SCM_RIGHTS &&
-        rc->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(&got_fd, CMSG_DATA(rc), sizeof(int));
-    if (n != (ssize_t)sizeof r) {
-        if (got_fd >= 0)
-            close(got_fd);
+    int rr = pr > 0 ? recv_with_fds(sp.fd, &r, sizeof r, &got_fd, 1) : -1;
+    if (rr <= 0 && !(rr < 0 && errno == EPROTO && r.pid < 0)) {
         spawner_lost(pr == 0 ? "no answer" : "no reply");
         pthread_mutex_unlock(&sp.mu);
         return -1;
     }
     pthread_mutex_unlock(&sp.mu);
-    if (r.pid <= 0 || got_fd < 0) {
+    if (r.pid <= 0) {
         if (got_fd >= 0)
             close(got_fd);
-        errno = r.pid < 0 ? -r.pid : EPROTO;
+        errno = r.pid < 0 ? (int)-r.pid : EPROTO;
         return -1;
     }
     *pidfd = got_fd;
     return r.pid;
-}
-
-void sbx_spawner_stop(void)
-{
-    pthread_mutex_lock(&sp.mu);
-    if (sp.fd >= 0) {
-        close(sp.fd);
-        sp.fd = -1;
-        if (sp.pid > 0)
-            while (waitpid(sp.pid, NULL, 0) < 0 && errno == EINTR) {
-            }
-        sp.pid = 0;
-    }
-    pthread_mutex_unlock(&sp.mu);
 }

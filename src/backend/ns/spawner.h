@@ -31,7 +31,4 @@ int sbx_spawner_start(int agent_fd, sbx_err_t *err);
  * spawner is available (the caller then forks itself). */
 pid_t sbx_spawner_spawn(const sbx_child_plan_t *plan, int *pidfd);
 
-/* Ends the spawner (it also ends when the daemon exits). */
-void sbx_spawner_stop(void);
-
 #endif
