@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -90,6 +91,17 @@ int64_t sbx_mono_ns(void)
 int64_t sbx_mono_ms(void)
 {
     return sbx_mono_ns() / 1000000;
+}
+
+int sbx_thread_detached(void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
 }
 
 struct timespec sbx_timespec_in(clockid_t clock, int64_t ms)

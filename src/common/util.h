@@ -49,6 +49,8 @@ static inline int steal_fd(int *fd)
 int64_t sbx_now_ms(void);
 int64_t sbx_mono_ms(void);
 int64_t sbx_mono_ns(void);
+/* Runs fn(arg) on a new detached thread.  Returns 0 or the pthread_create error. */
+int sbx_thread_detached(void *(*fn)(void *), void *arg);
 /* The time `ms` milliseconds from now on `clock`, for pthread_cond_timedwait and the like. */
 struct timespec sbx_timespec_in(clockid_t clock, int64_t ms);
 

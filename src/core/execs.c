@@ -608,12 +608,7 @@ int sbx_core_exec_start(sbx_core_t *core, const char *sandbox_id, const sbx_exec
     persist(core, &snap);
     sbx_exec_info_release(&snap);
 
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, pump_main, s);
-    pthread_attr_destroy(&attr);
+    int rc = sbx_thread_detached(pump_main, s);
     if (rc) {
         sbx_core_exec_stream_close(s);
         return sbx_error(err, rc, "start the output pump");

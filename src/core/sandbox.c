@@ -738,18 +738,6 @@ static int stop_live(sbx_core_t *core, const char *id, const char *status, const
     return rc;
 }
 
-/* Runs fn(arg) on a new detached thread; 0, or the pthread_create error. */
-static int start_detached(void *(*fn)(void *), void *arg)
-{
-    pthread_attr_t attr;
-    pthread_t th;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, fn, arg);
-    pthread_attr_destroy(&attr);
-    return rc;
-}
-
 /* At most this many deleted sandboxes are torn down in the background at once; past it a
  * delete does its teardown itself, so a create/delete loop cannot pile work up. */
 #define MAX_TEARDOWNS 8
@@ -813,7 +801,7 @@ static int delete_live(sbx_core_t *core, sbx_sandbox_rec_t *rec, sbx_err_t *err)
     teardown_t *t = xcalloc(1, sizeof *t);
     t->core = core;
     t->l = l;
-    if (start_detached(teardown_main, t) != 0)
+    if (sbx_thread_detached(teardown_main, t) != 0)
         teardown_main(t); /* no thread: tear down in place */
     log_info("sandbox %s deleted", id);
     return rc < 0 ? -1 : 1;
@@ -895,7 +883,7 @@ int sbx_core_delete_async(sbx_core_t *core, const char *id, sbx_err_t *err)
     }
     core->async_deletes++;
     pthread_mutex_unlock(&core->mu);
-    if (start_detached(async_delete_main, job) != 0) {
+    if (sbx_thread_detached(async_delete_main, job) != 0) {
         pthread_mutex_lock(&core->mu);
         core->async_deletes--;
         pthread_mutex_unlock(&core->mu);

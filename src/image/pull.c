@@ -870,15 +870,10 @@ sbx_image_pull_op_t *sbx_image_pull_start(sbx_image_store_t *st, const char *ref
     op->st = st;
     op->opts = opts ? *opts : default_opts;
     op->ref = xstrdup(ref);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t t;
     pthread_mutex_lock(&ops_mu);
-    int e = pthread_create(&t, &attr, op_thread, op);
+    int e = sbx_thread_detached(op_thread, op);
     ops_running += e == 0;
     pthread_mutex_unlock(&ops_mu);
-    pthread_attr_destroy(&attr);
     if (e) {
         op->refs = 1;
         sbx_image_pull_op_unref(op);
